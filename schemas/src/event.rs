@@ -1,0 +1,166 @@
+//! Execution events: what a device tells the controller about an execution.
+//!
+//! Each event is signed with the device's own key, so the controller can prove which
+//! device produced a result even if the broker is compromised, and each carries the
+//! execution's idempotency key `(job id, device id, attempt)` plus the device's event
+//! sequence number, so a redelivered event changes nothing at the controller.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, JobId};
+use crate::limits::MAX_EVENT_BYTES;
+use crate::signed::SignedRef;
+use crate::verify::Rejection;
+
+/// The event format this crate writes and reads (same versioning rule as envelopes).
+pub const EVENT_VERSION: u16 = 1;
+
+/// Names one execution: a job, on a device, at one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub struct ExecutionKey {
+    /// The job.
+    pub job_id: JobId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// The attempt, from 1 (0 in a rejection of an envelope that could not be read).
+    pub attempt: u32,
+}
+
+/// One thing that happened to an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub struct ExecutionEvent {
+    /// Format version, [`EVENT_VERSION`].
+    pub version: u16,
+    /// The execution.
+    pub key: ExecutionKey,
+    /// The device's event counter: strictly increasing per device, so the controller
+    /// sees events in the order they happened and can drop ones it already has.
+    pub event_seq: u64,
+    /// Device time, Unix seconds (0 if the device has no clock).
+    pub at: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The envelope verified and is queued on durable storage.
+    Accepted,
+    /// The envelope was refused.
+    Rejected {
+        /// Why.
+        reason: Rejection,
+    },
+    /// The execution started.
+    Started,
+    /// The execution finished and returned.
+    Succeeded(RunReport),
+    /// The execution failed.
+    Failed {
+        /// Why, as a type.
+        reason: FailReason,
+        /// Why, in words (the trap message, for example).
+        message: String,
+        /// What the execution produced before it failed.
+        report: RunReport,
+    },
+    /// The execution was canceled before it finished.
+    Canceled,
+}
+
+impl EventKind {
+    /// Whether this event ends the execution.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::Rejected { .. } | EventKind::Succeeded(_) | EventKind::Failed { .. } | EventKind::Canceled
+        )
+    }
+}
+
+/// What an execution produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+pub struct RunReport {
+    /// The job's result bytes.
+    #[serde(with = "crate::ids::hex_bytes")]
+    pub output: Vec<u8>,
+    /// Log lines the job wrote.
+    pub logs: Vec<String>,
+    /// Fuel (instructions) used.
+    pub fuel_used: u64,
+    /// Wall time, in milliseconds.
+    pub duration_ms: u32,
+}
+
+/// Why an execution failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// The module trapped (unreachable, out-of-bounds access, stack overflow, ...).
+    Trap,
+    /// The fuel or instruction budget ran out.
+    OutOfFuel,
+    /// The module asked for more memory than its cap.
+    OutOfMemory,
+    /// The wall-clock bound passed.
+    Timeout,
+    /// The module needs something this runtime does not offer (an import, a feature).
+    Unsupported,
+}
+
+/// Why the controller refused an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The event is larger than [`MAX_EVENT_BYTES`].
+    #[error("event of {0} bytes is over the {MAX_EVENT_BYTES} byte limit")]
+    TooLarge(usize),
+    /// The bytes are not a signed event.
+    #[error("malformed event")]
+    Malformed,
+    /// The event format is newer than this controller.
+    #[error("event format version {0} is not supported (this controller reads {EVENT_VERSION})")]
+    UnsupportedVersion(u16),
+    /// The device's signature does not match.
+    #[error("bad device signature")]
+    BadSignature,
+    /// The event speaks for another device than the one that sent it.
+    #[error("event from {sender} speaks for device {claimed}")]
+    WrongDevice {
+        /// The device whose topic and key it came with.
+        sender: DeviceId,
+        /// The device the event names.
+        claimed: DeviceId,
+    },
+}
+
+/// Verifies an event received on device `sender`'s events topic against that device's
+/// public key.
+pub fn verify_event(bytes: &[u8], sender: &DeviceId, device_key: &VerifyingKey) -> Result<ExecutionEvent, EventError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge(bytes.len()));
+    }
+    let signed = SignedRef::decode(bytes).ok_or(EventError::Malformed)?;
+    let (version, _) = postcard::take_from_bytes::<u16>(signed.body).map_err(|_| EventError::Malformed)?;
+    if version != EVENT_VERSION {
+        return Err(EventError::UnsupportedVersion(version));
+    }
+    if !signed.verify(device_key) {
+        return Err(EventError::BadSignature);
+    }
+    let event: ExecutionEvent = postcard::from_bytes(signed.body).map_err(|_| EventError::Malformed)?;
+    if event.key.device_id != *sender {
+        return Err(EventError::WrongDevice { sender: sender.clone(), claimed: event.key.device_id });
+    }
+    Ok(event)
+}
