@@ -1,0 +1,105 @@
+//! Every wire type survives encode → decode unchanged: postcard for messages, JSON for
+//! status documents, and a signature over arbitrary values verifies.
+#![allow(clippy::unwrap_used)]
+
+use fleet_schemas::status::{from_json, to_json};
+use fleet_schemas::*;
+use proptest::prelude::*;
+
+fn postcard_roundtrip<T>(value: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = postcard::to_allocvec(value).unwrap();
+    let back: T = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(&back, value);
+}
+
+fn json_roundtrip<T>(value: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let back: T = serde_json::from_slice(&serde_json::to_vec(value).unwrap()).unwrap();
+    assert_eq!(&back, value);
+}
+
+proptest! {
+    #[test]
+    fn job_spec(v in any::<JobSpec>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn envelope(v in any::<Envelope>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn execution_event(v in any::<ExecutionEvent>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn rejection(v in any::<Rejection>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn module_chunk(v in any::<ModuleChunk>()) {
+        postcard_roundtrip(&v);
+        prop_assert_eq!(ModuleChunk::decode(&v.encode()).unwrap(), v);
+    }
+
+    #[test]
+    fn key_rotation(v in any::<KeyRotation>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn event_ack(v in any::<EventAck>()) { postcard_roundtrip(&v); json_roundtrip(&v); }
+
+    #[test]
+    fn device_status(v in any::<DeviceStatus>()) {
+        json_roundtrip(&v);
+        postcard_roundtrip(&v);
+        let bytes = to_json(&v);
+        if bytes.len() <= fleet_schemas::limits::MAX_STATUS_BYTES {
+            prop_assert_eq!(from_json::<DeviceStatus>(&bytes).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn job_status(v in any::<JobStatus>()) { json_roundtrip(&v); prop_assert_eq!(from_json::<JobStatus>(&to_json(&v)).unwrap(), v); }
+
+    #[test]
+    fn controller_status(v in any::<ControllerStatus>()) { json_roundtrip(&v); }
+
+    #[test]
+    fn ids(job in any::<JobId>(), device in any::<DeviceId>(), digest in any::<Digest>()) {
+        prop_assert_eq!(job.to_hex().parse::<JobId>().unwrap(), job);
+        prop_assert_eq!(device.as_str().parse::<DeviceId>().unwrap(), device);
+        prop_assert_eq!(digest.to_string().parse::<Digest>().unwrap(), digest);
+    }
+
+    #[test]
+    fn signed_message_verifies(v in any::<ExecutionEvent>(), seed in any::<[u8; 32]>()) {
+        let key = SigningKey::from_bytes(&seed);
+        let bytes = SignedMessage::sign(&v, &key).unwrap().to_bytes().unwrap();
+        let decoded = SignedMessage::from_bytes(&bytes).unwrap();
+        prop_assert_eq!(postcard::from_bytes::<ExecutionEvent>(&decoded.body).unwrap(), v);
+        let sig = ed25519_dalek::Signature::from_bytes(&decoded.signature.0);
+        prop_assert!(key.verifying_key().verify_strict(&decoded.body, &sig).is_ok());
+    }
+}
+
+#[test]
+fn status_readers_ignore_unknown_fields() {
+    let doc = br#"{"device_id":"gw-1","state":"offline","runtime":"microcontroller","agent_version":"9.9","ts":5,"battery":"low"}"#;
+    let status: DeviceStatus = from_json(doc).unwrap();
+    assert_eq!(status.state, Presence::Offline);
+    assert_eq!(status.gpu, None);
+    assert!(status.labels.is_empty());
+}
+
+#[test]
+fn device_id_rules() {
+    assert!(DeviceId::new("gw-001.site_3").is_ok());
+    assert_eq!(DeviceId::new(""), Err(fleet_schemas::ids::DeviceIdError::Empty));
+    assert_eq!(DeviceId::new("a/b"), Err(fleet_schemas::ids::DeviceIdError::BadChar('/')));
+    assert_eq!(DeviceId::new("+"), Err(fleet_schemas::ids::DeviceIdError::BadChar('+')));
+    assert_eq!(DeviceId::new("x".repeat(65)), Err(fleet_schemas::ids::DeviceIdError::TooLong(65)));
+    // The rule holds on decode too: a device id can never smuggle a topic level in.
+    let bytes = postcard::to_allocvec("dev/../other").unwrap();
+    assert!(postcard::from_bytes::<DeviceId>(&bytes).is_err());
+    assert!(serde_json::from_str::<DeviceId>("\"#\"").is_err());
+}
