@@ -17,6 +17,7 @@
 //! | [`rotation`] | root-signed replacement of the trusted job-signing keys |
 //! | [`status`] | retained JSON status documents |
 //! | [`topics`] | MQTT topic names under a configurable prefix |
+//! | [`provision`] | a device's identity and settings, written by `fleetctl device provision` |
 //! | [`limits`] | every size and time bound, in one place |
 //!
 //! `docs/protocol.md` at the repository root describes the protocol as a whole: topics,
@@ -38,6 +39,7 @@ pub mod golden;
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod provision;
 pub mod rotation;
 pub mod signed;
 pub mod status;

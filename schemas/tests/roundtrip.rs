@@ -103,3 +103,27 @@ fn device_id_rules() {
     assert!(postcard::from_bytes::<DeviceId>(&bytes).is_err());
     assert!(serde_json::from_str::<DeviceId>("\"#\"").is_err());
 }
+
+#[test]
+fn device_config_roundtrips_and_hides_its_secrets() {
+    use fleet_schemas::provision::*;
+    let config = DeviceConfig {
+        version: CONFIG_VERSION,
+        device_id: DeviceId::new("gw-1").unwrap(),
+        device_key: SecretSeed(Digest([0x5e; 32])),
+        root_key: PublicKey([1; 32]),
+        job_keys: vec![TrustedKey::new(PublicKey([2; 32]))],
+        broker: BrokerEndpoint { host: "127.0.0.1".into(), port: 1883, tls: false },
+        username: "gw-1".into(),
+        password: "hunter2-but-longer".into(),
+        topic_prefix: "fleet".into(),
+        runtime: RuntimeClass::Gateway,
+        labels: Default::default(),
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(serde_json::from_str::<DeviceConfig>(&json).unwrap(), config);
+    let bytes = postcard::to_allocvec(&config).unwrap();
+    assert_eq!(postcard::from_bytes::<DeviceConfig>(&bytes).unwrap(), config);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("5e5e") && !shown.contains("hunter2"), "{shown}");
+}
