@@ -45,7 +45,8 @@ pub fn verify_ack(bytes: &[u8], keys: &KeyRing, me: &DeviceId) -> Result<EventAc
         return Err(too_large(bytes.len(), MAX_ACK_BYTES));
     }
     let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
-    let (header, _) = postcard::take_from_bytes::<AckHeader>(signed.body).map_err(|_| Rejection::Malformed)?;
+    let payload = signed.payload::<EventAck>().ok_or(Rejection::Malformed)?;
+    let (header, _) = postcard::take_from_bytes::<AckHeader>(payload).map_err(|_| Rejection::Malformed)?;
     if header.version != ACK_VERSION {
         return Err(Rejection::UnsupportedVersion { got: header.version, supported: ACK_VERSION });
     }
@@ -53,7 +54,7 @@ pub fn verify_ack(bytes: &[u8], keys: &KeyRing, me: &DeviceId) -> Result<EventAc
     if !signed.verify(&key.key) {
         return Err(Rejection::BadSignature);
     }
-    let ack: EventAck = postcard::from_bytes(signed.body).map_err(|_| Rejection::Malformed)?;
+    let ack: EventAck = postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)?;
     if ack.device_id != *me {
         return Err(Rejection::WrongTarget { addressed_to: ack.device_id });
     }

@@ -11,7 +11,7 @@
 //! cycle. When the last chunk is in, the caller checks the whole module against the
 //! signed [`ChunkedModule::hash`] with [`module_matches`] before anything runs.
 //!
-//! Chunks are published retained at `{prefix}/modules/{hash}/chunks/{index}`; a device
+//! Chunks are published retained at `{prefix}/modules/{chain_head}/chunks/{index}`; a device
 //! fetches them one by one, in order, at its own pace.
 
 use alloc::vec::Vec;

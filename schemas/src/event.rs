@@ -151,14 +151,15 @@ pub fn verify_event(bytes: &[u8], sender: &DeviceId, device_key: &VerifyingKey) 
         return Err(EventError::TooLarge(bytes.len()));
     }
     let signed = SignedRef::decode(bytes).ok_or(EventError::Malformed)?;
-    let (version, _) = postcard::take_from_bytes::<u16>(signed.body).map_err(|_| EventError::Malformed)?;
+    let payload = signed.payload::<ExecutionEvent>().ok_or(EventError::Malformed)?;
+    let (version, _) = postcard::take_from_bytes::<u16>(payload).map_err(|_| EventError::Malformed)?;
     if version != EVENT_VERSION {
         return Err(EventError::UnsupportedVersion(version));
     }
     if !signed.verify(device_key) {
         return Err(EventError::BadSignature);
     }
-    let event: ExecutionEvent = postcard::from_bytes(signed.body).map_err(|_| EventError::Malformed)?;
+    let event: ExecutionEvent = postcard::from_bytes(payload).map_err(|_| EventError::Malformed)?;
     if event.key.device_id != *sender {
         return Err(EventError::WrongDevice { sender: sender.clone(), claimed: event.key.device_id });
     }

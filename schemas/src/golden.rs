@@ -9,7 +9,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use serde::Serialize;
 use serde_json::json;
 
 use crate::ack::EventAck;
@@ -17,7 +16,7 @@ use crate::chunk::ModuleChunk;
 use crate::envelope::Envelope;
 use crate::event::ExecutionEvent;
 use crate::rotation::KeyRotation;
-use crate::signed::SignedMessage;
+use crate::signed::{Signable, SignedMessage};
 use crate::status::{ControllerStatus, DeviceStatus, JobStatus, from_json};
 
 /// Seed of the job-signing key that signed the golden envelopes.
@@ -127,12 +126,13 @@ pub fn readable(kind: Kind, bytes: &[u8]) -> Option<String> {
 
 /// Re-encodes the decoded value of wire bytes of a given kind.
 pub fn reencode(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
-    fn signed<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> Option<Vec<u8>> {
+    fn signed<T: serde::de::DeserializeOwned + Signable>(bytes: &[u8]) -> Option<Vec<u8>> {
         let signed = SignedMessage::from_bytes(bytes).ok()?;
-        let body: T = postcard::from_bytes(&signed.body).ok()?;
-        SignedMessage { body: postcard::to_allocvec(&body).ok()?, signature: signed.signature }.to_bytes().ok()
+        let value: T = signed.decode_body()?;
+        let body = postcard::to_extend(&value, Vec::from(T::TAG)).ok()?;
+        SignedMessage { body, signature: signed.signature }.to_bytes().ok()
     }
-    fn json<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> Option<Vec<u8>> {
+    fn json<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8]) -> Option<Vec<u8>> {
         Some(crate::status::to_json(&from_json::<T>(bytes).ok()?))
     }
     match kind {
@@ -147,9 +147,9 @@ pub fn reencode(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn signed_json<T: serde::de::DeserializeOwned + Serialize>(bytes: &[u8]) -> Option<serde_json::Value> {
+fn signed_json<T: serde::de::DeserializeOwned + Signable>(bytes: &[u8]) -> Option<serde_json::Value> {
     let signed = SignedMessage::from_bytes(bytes).ok()?;
-    let body: T = postcard::from_bytes(&signed.body).ok()?;
+    let body: T = signed.decode_body()?;
     Some(json!({ "signature": signed.signature, "body": body }))
 }
 

@@ -166,11 +166,11 @@ impl KeyId {
     }
 }
 
-/// Longest device id, in bytes.
-pub const MAX_DEVICE_ID_LEN: usize = 64;
+pub use crate::limits::MAX_DEVICE_ID_LEN;
 
-/// A device's id: 1 to 64 of `A-Z a-z 0-9 _ - .`, so it is safe inside an MQTT topic
-/// (never `/`, `+`, `#`) and in a file name.
+/// A device's id: 1 to 64 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit, so
+/// it is safe inside an MQTT topic (never `/`, `+`, `#`) and as a file name (never `.`
+/// or `..`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DeviceId(String);
@@ -187,6 +187,9 @@ pub enum DeviceIdError {
     /// The id holds a character other than `A-Z a-z 0-9 _ - .`.
     #[error("a device id may hold only A-Z a-z 0-9 _ - . (found {0:?})")]
     BadChar(char),
+    /// The id does not start with a letter or digit.
+    #[error("a device id must start with a letter or digit")]
+    BadStart,
 }
 
 impl DeviceId {
@@ -211,10 +214,13 @@ pub fn validate_device_id(id: &str) -> Result<(), DeviceIdError> {
     if id.len() > MAX_DEVICE_ID_LEN {
         return Err(DeviceIdError::TooLong(id.len()));
     }
-    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-        Some(c) => Err(DeviceIdError::BadChar(c)),
-        None => Ok(()),
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+        return Err(DeviceIdError::BadChar(c));
     }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(DeviceIdError::BadStart);
+    }
+    Ok(())
 }
 
 impl TryFrom<String> for DeviceId {
@@ -261,7 +267,7 @@ impl proptest::arbitrary::Arbitrary for DeviceId {
     type Strategy = proptest::strategy::BoxedStrategy<Self>;
     fn arbitrary_with(_: ()) -> Self::Strategy {
         use proptest::prelude::*;
-        "[A-Za-z0-9_.-]{1,64}".prop_map(DeviceId).boxed()
+        "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}".prop_map(DeviceId).boxed()
     }
 }
 

@@ -55,8 +55,8 @@ pub use event::{
 };
 pub use ids::{DeviceId, Digest, JobId, KeyId, PublicKey, SignatureBytes};
 pub use job::{ChunkedModule, GpuRequirement, JobSpec, Limits, ModuleSource, Requirements, RuntimeClass};
-pub use rotation::{KeyRotation, TrustedKey, verify_rotation};
-pub use signed::{SignedMessage, Trusted};
+pub use rotation::{KeyRotation, ROTATION_VERSION, TrustedKey, verify_rotation};
+pub use signed::{Signable, SignedMessage, Trusted};
 pub use status::{ControllerStatus, DeviceStatus, JobCounts, JobState, JobStatus, Presence};
 pub use topics::{Topic, Topics};
 pub use verify::{KeyRing, Rejection, ReplayState, Unsupported, VerifiedEnvelope, verify_envelope};

@@ -35,3 +35,6 @@ pub const CLOCK_SKEW_SECS: u64 = 300;
 
 /// The largest signed event acknowledgement, in bytes.
 pub const MAX_ACK_BYTES: usize = 512;
+
+/// The longest device id, in bytes.
+pub const MAX_DEVICE_ID_LEN: usize = 64;

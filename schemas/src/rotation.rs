@@ -67,7 +67,8 @@ pub fn verify_rotation(
         return Err(too_large(bytes.len(), MAX_ROTATION_BYTES));
     }
     let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
-    let (header, _) = postcard::take_from_bytes::<RotationHeader>(signed.body).map_err(|_| Rejection::Malformed)?;
+    let payload = signed.payload::<KeyRotation>().ok_or(Rejection::Malformed)?;
+    let (header, _) = postcard::take_from_bytes::<RotationHeader>(payload).map_err(|_| Rejection::Malformed)?;
     if header.version != ROTATION_VERSION {
         return Err(Rejection::UnsupportedVersion { got: header.version, supported: ROTATION_VERSION });
     }
@@ -77,7 +78,7 @@ pub fn verify_rotation(
     if !signed.verify(&root.key) {
         return Err(Rejection::BadSignature);
     }
-    let rotation: KeyRotation = postcard::from_bytes(signed.body).map_err(|_| Rejection::Malformed)?;
+    let rotation: KeyRotation = postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)?;
     if rotation.rotation_seq <= last_rotation_seq {
         return Err(Rejection::Replayed { seq: rotation.rotation_seq, last_accepted: last_rotation_seq });
     }

@@ -1,5 +1,11 @@
-//! Signed messages: the exact postcard bytes of a value plus an ed25519 signature over
-//! those bytes.
+//! Signed messages: the exact bytes of a value plus an ed25519 signature over those
+//! bytes.
+//!
+//! The signed bytes are a 4-byte type tag ([`Signable::TAG`]) followed by the value's
+//! postcard encoding. The tag separates the signing domains: envelopes and event acks
+//! are signed by the same controller key, and without it the bytes of one could be
+//! offered as the other; with it, a signature made for one type never verifies as
+//! another.
 //!
 //! The signature covers bytes, not a value: a verifier checks the bytes it received
 //! before it decodes them, and nobody ever has to re-encode a value to check it. One
@@ -13,10 +19,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{KeyId, PublicKey, SignatureBytes};
 
-/// A value's postcard bytes and the signature over them.
+/// A message type that travels signed, with the tag that opens its signed bytes.
+pub trait Signable: Serialize {
+    /// The first four signed bytes of every message of this type.
+    const TAG: [u8; 4];
+}
+
+impl Signable for crate::envelope::Envelope {
+    const TAG: [u8; 4] = *b"FENV";
+}
+impl Signable for crate::event::ExecutionEvent {
+    const TAG: [u8; 4] = *b"FEVT";
+}
+impl Signable for crate::ack::EventAck {
+    const TAG: [u8; 4] = *b"FACK";
+}
+impl Signable for crate::rotation::KeyRotation {
+    const TAG: [u8; 4] = *b"FROT";
+}
+
+/// A value's tagged postcard bytes and the signature over them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMessage {
-    /// The exact postcard encoding of the signed value.
+    /// The signed bytes: [`Signable::TAG`] then the postcard encoding of the value.
     #[serde(with = "crate::ids::hex_bytes")]
     pub body: Vec<u8>,
     /// ed25519 over `body`.
@@ -38,11 +63,18 @@ pub(crate) struct SignedRef<'a> {
 pub struct EncodeError;
 
 impl SignedMessage {
-    /// Encodes `value` with postcard and signs the bytes.
-    pub fn sign<T: Serialize>(value: &T, key: &SigningKey) -> Result<Self, EncodeError> {
-        let body = postcard::to_allocvec(value).map_err(|_| EncodeError)?;
-        let signature = key.sign(&body);
-        Ok(Self { body, signature: SignatureBytes(signature.to_bytes()) })
+    /// Encodes `value` (tag, then postcard) and signs the bytes.
+    pub fn sign<T: Signable>(value: &T, key: &SigningKey) -> Result<Self, EncodeError> {
+        let body = Vec::from(T::TAG);
+        postcard::to_extend(value, body).map_err(|_| EncodeError).map(|body| {
+            let signature = key.sign(&body);
+            Self { body, signature: SignatureBytes(signature.to_bytes()) }
+        })
+    }
+
+    /// Decodes the signed value (the signature is not checked here).
+    pub fn decode_body<T: Signable + serde::de::DeserializeOwned>(&self) -> Option<T> {
+        postcard::from_bytes(self.body.strip_prefix(&T::TAG)?).ok()
     }
 
     /// The wire bytes of this signed message.
@@ -63,6 +95,11 @@ impl<'a> SignedRef<'a> {
             Ok((signed, [])) => Some(signed),
             _ => None,
         }
+    }
+
+    /// The postcard bytes after the tag, if the tag is `T`'s.
+    pub(crate) fn payload<T: Signable>(&self) -> Option<&'a [u8]> {
+        self.body.strip_prefix(&T::TAG)
     }
 
     pub(crate) fn verify(&self, key: &VerifyingKey) -> bool {

@@ -40,9 +40,9 @@ pub enum Topic<'a> {
     ControllerStatus,
     /// `{prefix}/keys`: retained signed key rotation.
     Keys,
-    /// `{prefix}/modules/{hash}/chunks/{index}`: retained module chunk.
+    /// `{prefix}/modules/{chain_head}/chunks/{index}`: retained module chunk.
     ModuleChunk {
-        /// The module hash, hex.
+        /// The chunk chain head ([`crate::job::ChunkedModule::chain_head`]), hex.
         module: &'a str,
         /// The chunk index, text.
         index: &'a str,
@@ -102,9 +102,11 @@ impl Topics {
         format!("{}/keys", self.prefix)
     }
 
-    /// One retained module chunk.
-    pub fn module_chunk(&self, module: &Digest, index: u32) -> String {
-        format!("{}/modules/{module}/chunks/{index}", self.prefix)
+    /// One retained module chunk. Chunks are filed under the chain head, not the module
+    /// hash: the head commits to the module *and* its chunk size, so two splits of one
+    /// module never overwrite each other's retained chunks.
+    pub fn module_chunk(&self, chain_head: &Digest, index: u32) -> String {
+        format!("{}/modules/{chain_head}/chunks/{index}", self.prefix)
     }
 
     /// The filter the controller subscribes to for every device's events.
@@ -130,11 +132,14 @@ impl Topics {
                 "acks" => Topic::DeviceAcks(id),
                 _ => return None,
             },
-            ("jobs", Some(job), Some("status"), None) if job.parse::<JobId>().is_ok() => Topic::JobStatus(job),
+            ("jobs", Some(job), Some("status"), None) if job.parse::<JobId>().is_ok_and(|j| j.to_hex() == job) => {
+                Topic::JobStatus(job)
+            }
             ("controller", Some("status"), None, None) => Topic::ControllerStatus,
             ("keys", None, None, None) => Topic::Keys,
             ("modules", Some(module), Some("chunks"), Some(index))
-                if module.parse::<Digest>().is_ok() && index.parse::<u32>().is_ok() =>
+                if module.parse::<Digest>().is_ok_and(|d| d.to_hex() == module)
+                    && index.parse::<u32>().is_ok_and(|i| alloc::format!("{i}") == index) =>
             {
                 if levels.next().is_some() {
                     return None;

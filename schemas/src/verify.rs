@@ -194,7 +194,8 @@ pub fn verify_envelope(
         return Err(too_large(bytes.len(), MAX_ENVELOPE_BYTES));
     }
     let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
-    let (header, _) = postcard::take_from_bytes::<EnvelopeHeader>(signed.body).map_err(|_| Rejection::Malformed)?;
+    let payload = signed.payload::<Envelope>().ok_or(Rejection::Malformed)?;
+    let (header, _) = postcard::take_from_bytes::<EnvelopeHeader>(payload).map_err(|_| Rejection::Malformed)?;
     if header.version != ENVELOPE_VERSION {
         return Err(Rejection::UnsupportedVersion { got: header.version, supported: ENVELOPE_VERSION });
     }
@@ -202,7 +203,7 @@ pub fn verify_envelope(
     if !signed.verify(&key.key) {
         return Err(Rejection::BadSignature);
     }
-    let envelope: Envelope = postcard::from_bytes(signed.body).map_err(|_| Rejection::Malformed)?;
+    let envelope: Envelope = postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)?;
     check_envelope(&envelope, me, now, replay)?;
     Ok(VerifiedEnvelope { envelope })
 }
@@ -227,16 +228,44 @@ fn check_envelope(envelope: &Envelope, me: &DeviceId, now: Option<u64>, replay: 
     Ok(())
 }
 
-/// The job id an envelope claims, read without checking anything: used only to label a
-/// rejection event so the operator can see which job was refused. [`JobId::NIL`] if
-/// the bytes say nothing readable.
-pub fn claimed_job_id(bytes: &[u8]) -> JobId {
-    if bytes.len() > MAX_ENVELOPE_BYTES {
-        return JobId::NIL;
+/// The job id and attempt an envelope claims, read without checking anything: used
+/// only to label a rejection event so the operator can see which job was refused.
+/// `(JobId::NIL, 0)` if the bytes say nothing readable. It decodes only the fixed
+/// prefix of the envelope, borrowing the device id, so hostile input costs no
+/// allocation here.
+pub fn claimed_execution(bytes: &[u8]) -> (JobId, u32) {
+    #[derive(Deserialize)]
+    struct Prefix<'a> {
+        _version: u16,
+        _key_id: KeyId,
+        _issued_at: u64,
+        _not_after: u64,
+        #[serde(borrow)]
+        _device_id: &'a str,
+        _seq: u64,
+        order: OrderPrefix,
     }
-    SignedRef::decode(bytes)
-        .and_then(|signed| postcard::from_bytes::<Envelope>(signed.body).ok())
-        .map_or(JobId::NIL, |e| e.order.job_id())
+    #[derive(Deserialize)]
+    enum OrderPrefix {
+        Run { attempt: u32, job_id: JobId },
+        Cancel { job_id: JobId },
+    }
+    if bytes.len() > MAX_ENVELOPE_BYTES {
+        return (JobId::NIL, 0);
+    }
+    let claimed = SignedRef::decode(bytes)
+        .and_then(|signed| signed.payload::<Envelope>())
+        .and_then(|payload| postcard::take_from_bytes::<Prefix<'_>>(payload).ok());
+    match claimed {
+        Some((Prefix { order: OrderPrefix::Run { attempt, job_id }, .. }, _)) => (job_id, attempt),
+        Some((Prefix { order: OrderPrefix::Cancel { job_id }, .. }, _)) => (job_id, 0),
+        None => (JobId::NIL, 0),
+    }
+}
+
+/// The job id an envelope claims; see [`claimed_execution`].
+pub fn claimed_job_id(bytes: &[u8]) -> JobId {
+    claimed_execution(bytes).0
 }
 
 pub(crate) fn too_large(len: usize, max: usize) -> Rejection {

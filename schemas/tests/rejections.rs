@@ -32,7 +32,8 @@ fn malformed() {
 #[test]
 fn signed_but_undecodable_body_is_malformed() {
     // A body with a valid header and signature but garbage after it.
-    let mut body = postcard::to_allocvec(&(ENVELOPE_VERSION, key_id(&controller_key()))).unwrap();
+    let mut body = b"FENV".to_vec();
+    body.extend(postcard::to_allocvec(&(ENVELOPE_VERSION, key_id(&controller_key()))).unwrap());
     body.extend_from_slice(&[0xff; 8]);
     let signature = ed25519_dalek::Signer::sign(&controller_key(), &body);
     let bytes = SignedMessage { body, signature: SignatureBytes(signature.to_bytes()) }.to_bytes().unwrap();
@@ -59,7 +60,8 @@ fn unsupported_version() {
 #[test]
 fn unsupported_version_is_reported_even_if_the_rest_is_a_newer_layout() {
     // A version-2 body whose remainder this agent cannot parse: the header alone decides.
-    let mut body = postcard::to_allocvec(&(2u16, key_id(&controller_key()))).unwrap();
+    let mut body = b"FENV".to_vec();
+    body.extend(postcard::to_allocvec(&(2u16, key_id(&controller_key()))).unwrap());
     body.extend_from_slice(b"a layout from the future");
     let signature = ed25519_dalek::Signer::sign(&controller_key(), &body);
     let bytes = SignedMessage { body, signature: SignatureBytes(signature.to_bytes()) }.to_bytes().unwrap();
@@ -166,6 +168,30 @@ fn a_device_without_a_clock_judges_expiry_by_its_time_floor() {
     future.issued_at = u64::MAX / 2;
     future.not_after = u64::MAX;
     assert!(verify_envelope(&signed_bytes(&future, &controller_key()), &ring(), &device(), None, &replay).is_ok());
+}
+
+#[test]
+fn a_signature_made_for_one_message_type_never_verifies_as_another() {
+    // An ack, signed by the controller's job key, offered as an envelope: the same key
+    // signs both, so only the type tag keeps them apart.
+    let ack = EventAck { version: ACK_VERSION, key_id: key_id(&controller_key()), device_id: device(), through_seq: 1 };
+    let signed = SignedMessage::sign(&ack, &controller_key()).unwrap();
+    assert_eq!(verify(&signed.to_bytes().unwrap()).unwrap_err(), Rejection::Malformed);
+    // Even with the tag swapped, the signature no longer matches.
+    let mut swapped = signed.clone();
+    swapped.body[..4].copy_from_slice(b"FENV");
+    assert!(verify(&swapped.to_bytes().unwrap()).is_err());
+    // And an envelope offered as an ack.
+    let envelope = signed_bytes(&envelope(1, run_order()), &controller_key());
+    assert_eq!(verify_ack(&envelope, &ring(), &device()), Err(Rejection::Malformed));
+}
+
+#[test]
+fn claimed_execution_reads_job_and_attempt_without_trusting_them() {
+    let bytes = signed_bytes(&envelope(1, run_order()), &SigningKey::from_bytes(&[0x99; 32]));
+    assert_eq!(fleet_schemas::verify::claimed_execution(&bytes), (JobId([0xa1; 16]), 1));
+    let cancel = signed_bytes(&envelope(2, Order::Cancel { job_id: JobId([7; 16]) }), &controller_key());
+    assert_eq!(fleet_schemas::verify::claimed_execution(&cancel), (JobId([7; 16]), 0));
 }
 
 #[test]

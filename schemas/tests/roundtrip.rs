@@ -76,7 +76,7 @@ proptest! {
         let key = SigningKey::from_bytes(&seed);
         let bytes = SignedMessage::sign(&v, &key).unwrap().to_bytes().unwrap();
         let decoded = SignedMessage::from_bytes(&bytes).unwrap();
-        prop_assert_eq!(postcard::from_bytes::<ExecutionEvent>(&decoded.body).unwrap(), v);
+        prop_assert_eq!(decoded.decode_body::<ExecutionEvent>().unwrap(), v);
         let sig = ed25519_dalek::Signature::from_bytes(&decoded.signature.0);
         prop_assert!(key.verifying_key().verify_strict(&decoded.body, &sig).is_ok());
     }
@@ -98,6 +98,13 @@ fn device_id_rules() {
     assert_eq!(DeviceId::new("a/b"), Err(fleet_schemas::ids::DeviceIdError::BadChar('/')));
     assert_eq!(DeviceId::new("+"), Err(fleet_schemas::ids::DeviceIdError::BadChar('+')));
     assert_eq!(DeviceId::new("x".repeat(65)), Err(fleet_schemas::ids::DeviceIdError::TooLong(65)));
+    for not_a_file_name in [".", "..", "-rf", "_x"] {
+        assert_eq!(
+            DeviceId::new(not_a_file_name),
+            Err(fleet_schemas::ids::DeviceIdError::BadStart),
+            "{not_a_file_name}"
+        );
+    }
     // The rule holds on decode too: a device id can never smuggle a topic level in.
     let bytes = postcard::to_allocvec("dev/../other").unwrap();
     assert!(postcard::from_bytes::<DeviceId>(&bytes).is_err());

@@ -26,7 +26,7 @@ fn custom_prefix() {
     assert_eq!(t.keys(), "site3/fleet/keys");
     assert_eq!(t.parse("site3/fleet/keys"), Some(Topic::Keys));
     assert_eq!(t.parse("fleet/keys"), None);
-    for bad in ["", "a//b", "a/+", "#", "a/", "/a", "sp ace"] {
+    for bad in ["", "a//b", "a/+", "#", "a/", "/a", "sp ace", "../x"] {
         assert_eq!(Topics::new(bad), Err(PrefixError(bad.into())), "{bad:?}");
     }
 }
@@ -46,6 +46,11 @@ fn parse_refuses_strangers() {
         "other/devices/gw-1/jobs",
         &format!("fleet/modules/{}/chunks/1/2", "01".repeat(32)),
         &format!("fleet/modules/{}/chunks/-1", "01".repeat(32)),
+        // Only the canonical spelling of a name parses: one topic, one meaning.
+        &format!("fleet/modules/{}/chunks/01", "01".repeat(32)),
+        &format!("fleet/modules/{}/chunks/1", "AB".repeat(32)),
+        "fleet/jobs/ABABABABABABABABABABABABABABABAB/status",
+        "fleet/devices/../jobs",
     ] {
         assert_eq!(t.parse(topic), None, "{topic}");
     }

@@ -70,6 +70,6 @@ pub fn run_order() -> Order {
     Order::Run { attempt: 1, job: Box::new(job_spec(ModuleSource::Inline(TINY_MODULE.to_vec()))) }
 }
 
-pub fn signed_bytes<T: serde::Serialize>(value: &T, key: &SigningKey) -> Vec<u8> {
+pub fn signed_bytes<T: Signable>(value: &T, key: &SigningKey) -> Vec<u8> {
     SignedMessage::sign(value, key).unwrap().to_bytes().unwrap()
 }
