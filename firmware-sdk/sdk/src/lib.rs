@@ -1,0 +1,36 @@
+//! # fleet-firmware-sdk: the fleet agent's firmware, minus the board
+//!
+//! The firmware is the same program on every microcontroller; only how bytes move, how
+//! time passes and where flash lives differ. So, as in embedded-hal and embassy, this
+//! crate names those differences as traits and builds everything else on them, and a
+//! board crate (`boards/<board>/`) only implements the traits:
+//!
+//! | boundary | trait | a board gives |
+//! |---|---|---|
+//! | the link to the broker | [`transport::Transport`] (`embedded-io-async` `Read + Write`) | a UART, a TCP socket of a modem or Wi-Fi stack |
+//! | time | [`clock::Clock`] | a monotonic millisecond counter (SysTick, RTC) |
+//! | persistence | `embedded-storage-async` `NorFlash` | internal flash, a SPI NOR chip, a file in QEMU |
+//!
+//! On those the crate builds the parts every board shares:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`layout`] | where the config block and the store live in flash |
+//! | [`config`] | the provisioned [`DeviceConfig`](fleet_schemas::provision::DeviceConfig), read from its config block |
+//! | [`store`] | a power-fail-safe key-value store (sequential-storage) for replay state and counters |
+//! | [`heap`] | the global allocator, with a high-water mark for the size budget |
+//! | [`mqtt`] | the MQTT 5 session (rust-mqtt): connect with last-will, retained status, jobs subscription |
+//! | [`exec`] | a minimal executor: the firmware is one task, polled in a loop |
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod clock;
+pub mod config;
+pub mod exec;
+pub mod heap;
+pub mod layout;
+pub mod mqtt;
+pub mod store;
+pub mod transport;
