@@ -117,6 +117,9 @@ pub enum FailReason {
     Timeout,
     /// The module needs something this runtime does not offer (an import, a feature).
     Unsupported,
+    /// The module could not be had: its chunks did not arrive or the stored bytes no
+    /// longer match the signed hash.
+    ModuleUnavailable,
 }
 
 /// Why the controller refused an event.

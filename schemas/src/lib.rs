@@ -59,4 +59,6 @@ pub use rotation::{KeyRotation, ROTATION_VERSION, TrustedKey, verify_rotation};
 pub use signed::{Signable, SignedMessage, Trusted};
 pub use status::{ControllerStatus, DeviceStatus, JobCounts, JobState, JobStatus, Presence};
 pub use topics::{Topic, Topics};
-pub use verify::{KeyRing, Rejection, ReplayState, Unsupported, VerifiedEnvelope, verify_envelope};
+pub use verify::{
+    KeyRing, Refused, Rejection, ReplayState, Unsupported, VerifiedEnvelope, verify_envelope, verify_envelope_detailed,
+};

@@ -11,6 +11,7 @@
 //! window and sequence. Verification never changes the replay state: the caller calls
 //! [`ReplayState::accept`] only once the envelope is on durable storage.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
@@ -190,22 +191,53 @@ pub fn verify_envelope(
     now: Option<u64>,
     replay: &ReplayState,
 ) -> Result<VerifiedEnvelope, Rejection> {
+    verify_envelope_detailed(bytes, keys, me, now, replay).map_err(|refused| refused.reason)
+}
+
+/// Why [`verify_envelope_detailed`] refused an envelope, with the envelope itself when
+/// its signature checked out (refused for its target, validity window or sequence), so
+/// an agent can tell a redelivery from a replay and report the real attempt without
+/// verifying the signature a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why.
+    pub reason: Rejection,
+    /// The envelope, if it was authentic.
+    pub authentic: Option<Box<Envelope>>,
+}
+
+impl From<Rejection> for Refused {
+    fn from(reason: Rejection) -> Self {
+        Self { reason, authentic: None }
+    }
+}
+
+/// [`verify_envelope`], returning an authentic envelope along with its refusal.
+pub fn verify_envelope_detailed(
+    bytes: &[u8],
+    keys: &KeyRing,
+    me: &DeviceId,
+    now: Option<u64>,
+    replay: &ReplayState,
+) -> Result<VerifiedEnvelope, Refused> {
     if bytes.len() > MAX_ENVELOPE_BYTES {
-        return Err(too_large(bytes.len(), MAX_ENVELOPE_BYTES));
+        return Err(too_large(bytes.len(), MAX_ENVELOPE_BYTES).into());
     }
     let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
     let payload = signed.payload::<Envelope>().ok_or(Rejection::Malformed)?;
     let (header, _) = postcard::take_from_bytes::<EnvelopeHeader>(payload).map_err(|_| Rejection::Malformed)?;
     if header.version != ENVELOPE_VERSION {
-        return Err(Rejection::UnsupportedVersion { got: header.version, supported: ENVELOPE_VERSION });
+        return Err(Rejection::UnsupportedVersion { got: header.version, supported: ENVELOPE_VERSION }.into());
     }
     let key = keys.get(&header.key_id).ok_or(Rejection::UnknownKey { key_id: header.key_id })?;
     if !signed.verify(&key.key) {
-        return Err(Rejection::BadSignature);
+        return Err(Rejection::BadSignature.into());
     }
     let envelope: Envelope = postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)?;
-    check_envelope(&envelope, me, now, replay)?;
-    Ok(VerifiedEnvelope { envelope })
+    match check_envelope(&envelope, me, now, replay) {
+        Ok(()) => Ok(VerifiedEnvelope { envelope }),
+        Err(reason) => Err(Refused { reason, authentic: Some(Box::new(envelope)) }),
+    }
 }
 
 /// The checks on signed content: target, validity window, sequence.

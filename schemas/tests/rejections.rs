@@ -142,6 +142,19 @@ fn replayed() {
 }
 
 #[test]
+fn an_authentic_refused_envelope_comes_back_with_its_refusal() {
+    let bytes = signed_bytes(&envelope(5, run_order()), &controller_key());
+    let replay = ReplayState { last_seq: 5, time_floor: 0 };
+    let refused = verify_envelope_detailed(&bytes, &ring(), &device(), NOW, &replay).unwrap_err();
+    assert_eq!(refused.reason, Rejection::Replayed { seq: 5, last_accepted: 5 });
+    assert_eq!(refused.authentic.as_deref(), Some(&envelope(5, run_order())));
+    // A forgery never comes back as an envelope.
+    let forged = signed_bytes(&envelope(6, run_order()), &SigningKey::from_bytes(&[0x99; 32]));
+    let refused = verify_envelope_detailed(&forged, &ring(), &device(), NOW, &replay).unwrap_err();
+    assert_eq!(refused, Refused { reason: Rejection::BadSignature, authentic: None });
+}
+
+#[test]
 fn verification_does_not_advance_replay_state() {
     let bytes = signed_bytes(&envelope(5, run_order()), &controller_key());
     let replay = ReplayState::default();

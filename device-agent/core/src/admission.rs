@@ -31,7 +31,7 @@ use fleet_schemas::limits::MAX_MODULE_BYTES;
 use fleet_schemas::verify::claimed_job_id;
 use fleet_schemas::{
     ChunkAssembler, DeviceId, Envelope, ExecutionKey, GpuRequirement, JobId, JobSpec, KeyRing, ModuleSource, Order,
-    Rejection, ReplayState, Unsupported, verify_envelope,
+    Refused, Rejection, ReplayState, Unsupported, verify_envelope_detailed,
 };
 
 use crate::config::Capabilities;
@@ -74,25 +74,19 @@ pub(crate) enum Verdict {
 }
 
 pub(crate) fn admit(bytes: &[u8], cx: &Context<'_>) -> Verdict {
-    match verify_envelope(bytes, cx.keys, cx.me, cx.unix_secs, cx.replay) {
+    match verify_envelope_detailed(bytes, cx.keys, cx.me, cx.unix_secs, cx.replay) {
         Ok(verified) => judge_fresh(verified.envelope, cx),
-        Err(reason @ (Rejection::Replayed { .. } | Rejection::Expired { .. } | Rejection::NotYetValid { .. })) => {
-            judge_stale(bytes, reason, cx)
-        }
-        Err(reason) => Verdict::Rejected { job_id: claimed_job_id(bytes), reason },
+        Err(Refused {
+            reason: reason @ (Rejection::Replayed { .. } | Rejection::Expired { .. } | Rejection::NotYetValid { .. }),
+            authentic: Some(envelope),
+        }) => judge_stale(*envelope, reason, cx),
+        Err(Refused { reason, .. }) => Verdict::Rejected { job_id: claimed_job_id(bytes), reason },
     }
 }
 
 /// A genuine envelope refused for its time or seq (`reason`): a redelivery, an
 /// execution the device knows, or a refusal to report with its real attempt.
-fn judge_stale(bytes: &[u8], reason: Rejection, cx: &Context<'_>) -> Verdict {
-    // No clock and an empty replay state: only key, signature and target are checked,
-    // and those passed already.
-    let envelope = match verify_envelope(bytes, cx.keys, cx.me, None, &ReplayState::default()) {
-        Ok(verified) => verified.envelope,
-        // Only a seq of 0 fails here (as `Replayed`): no execution to name.
-        Err(_) => return Verdict::Rejected { job_id: claimed_job_id(bytes), reason },
-    };
+fn judge_stale(envelope: Envelope, reason: Rejection, cx: &Context<'_>) -> Verdict {
     let seq = envelope.seq;
     let (seen, key) = match envelope.order {
         Order::Run { attempt, job } => {
