@@ -1,0 +1,362 @@
+//! The microcontroller backend: the wasmi interpreter, `no_std` + `alloc`.
+//!
+//! How each bound is enforced, and why this way:
+//! * **fuel** (`Config::consume_fuel`): the budget, and on a device without a clock the
+//!   only time bound there is (a budget of N fuel is at most about N instructions);
+//! * **wall clock and stop signal**: an interpreter has no epoch to interrupt it, so when
+//!   a [`Clock`] is installed or the job carries a [`StopSignal`], the budget is handed
+//!   out in slices of `ExecutorConfig::fuel_slice` with a *resumable* call; each time a
+//!   slice runs out the executor checks the clock and the signal, then resumes. Without
+//!   either, the whole budget is given at once (no resumption overhead);
+//! * **memory**: wasmi's `ResourceLimiter` refuses growth past the cap (and with it,
+//!   allocations the firmware's heap could not afford anyway);
+//! * **stack**: wasmi's value-stack height and recursion depth limits
+//!   (`stack_bytes`, `max_call_depth`); exhausting either is a stack-overflow trap.
+//!
+//! The features enabled are the same portable set as on wasmtime (see
+//! [`crate::WasmtimeExecutor`]): Wasm 2.0 plus tail calls and extended constants.
+//! Validated modules are cached by SHA-256 like on wasmtime (one entry on a
+//! microcontroller by default).
+//!
+//! Runs take `&mut self`: the firmware runs one job at a time, and the cache then needs
+//! no lock.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use ::wasmi::{
+    Caller, CompilationMode, Config, Engine, Error, Extern, ExternType, Linker, Memory, Module, ResourceLimiter, Store,
+    TrapCode, TypedResumableCall, ValType,
+};
+use fleet_schemas::digest::sha256;
+use wasmi_core::LimiterError;
+
+use crate::abi::{self, AbiTrap, Host, MEMORY_EXPORT, MODULE};
+use crate::cache::{CacheStats, ModuleCache};
+use crate::config::{ExecutorConfig, ResolvedLimits, SetupError};
+use crate::control::Clock;
+use crate::inputs::DataInputs;
+use crate::job::Job;
+use crate::limiter::MemoryCap;
+use crate::outcome::{Ending, RunResult, conclude};
+
+/// The smallest value stack wasmi accepts, in bytes.
+const MIN_STACK_BYTES: usize = 1024;
+
+/// Runs jobs on wasmi.
+pub struct WasmiExecutor {
+    engine: Engine,
+    linker: Linker<Data>,
+    config: ExecutorConfig,
+    cache: ModuleCache<Module>,
+    clock: Option<Box<dyn Clock>>,
+}
+
+/// A store's data: the ABI host state plus what the runtime glue needs.
+struct Data {
+    host: Host,
+    cap: MemoryCap,
+    memory: Option<Memory>,
+}
+
+impl WasmiExecutor {
+    /// An executor with `config`. With the `std` feature it keeps time with
+    /// [`StdClock`](crate::StdClock); without, it has no clock until
+    /// [`WasmiExecutor::with_clock`] gives it one, and `timeout_ms` is not enforced.
+    pub fn new(config: ExecutorConfig) -> Result<Self, SetupError> {
+        if config.stack_bytes < MIN_STACK_BYTES {
+            return Err(SetupError {
+                runtime: "wasmi",
+                message: format!("stack_bytes must be at least {MIN_STACK_BYTES}, not {}", config.stack_bytes),
+            });
+        }
+        let mut wasm = Config::default();
+        wasm.consume_fuel(true)
+            .compilation_mode(CompilationMode::LazyTranslation)
+            .set_max_stack_height(config.stack_bytes)
+            .set_max_recursion_depth(config.max_call_depth)
+            .wasm_multi_memory(false)
+            .wasm_custom_page_sizes(false)
+            .wasm_wide_arithmetic(false)
+            .wasm_bulk_memory(true)
+            .wasm_reference_types(true)
+            .wasm_multi_value(true)
+            .wasm_tail_call(true)
+            .wasm_extended_const(true);
+        let engine = Engine::new(&wasm);
+        let linker = abi_linker(&engine).map_err(|e| SetupError { runtime: "wasmi", message: e.to_string() })?;
+        let cache = ModuleCache::new(config.module_cache_entries);
+        #[cfg(feature = "std")]
+        let clock: Option<Box<dyn Clock>> = Some(Box::new(crate::control::StdClock::new()));
+        #[cfg(not(feature = "std"))]
+        let clock: Option<Box<dyn Clock>> = None;
+        Ok(Self { engine, linker, config, cache, clock })
+    }
+
+    /// Uses `clock` for timeouts and `duration_ms` (the firmware's timer).
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Runs without a clock: fuel is the only bound, `duration_ms` is 0.
+    pub fn without_clock(mut self) -> Self {
+        self.clock = None;
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Module cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Empties the module cache (counters are kept).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Runs `job` with the device's data `inputs`, to completion or to a bound.
+    pub fn run(&mut self, job: &Job<'_>, inputs: impl DataInputs + 'static) -> RunResult {
+        let started = self.now();
+        let limits = self.config.resolve(job.limits);
+        let host = Host::new(
+            self.config.device_id.as_str(),
+            job.args,
+            job.inputs,
+            Box::new(inputs),
+            self.config.max_open_inputs,
+            self.config.caps,
+        );
+        let mut store =
+            Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
+        store.limiter(|data| &mut data.cap);
+
+        let mut fuel_given = 0;
+        let ending = match self.prepare(job.module) {
+            Err(message) => Ending::Unsupported(message),
+            Ok(module) => self.execute(&mut store, &module, job, &limits, started, &mut fuel_given),
+        };
+
+        let fuel_used = fuel_given.saturating_sub(store.get_fuel().unwrap_or(0));
+        let duration_ms = match (started, self.now()) {
+            (Some(start), Some(end)) => u32::try_from(end.saturating_sub(start)).unwrap_or(u32::MAX),
+            _ => 0,
+        };
+        let data = store.into_data();
+        let refused = data.cap.refused.then_some(limits.memory_pages);
+        conclude(data.host, ending, refused, fuel_used, duration_ms)
+    }
+
+    fn now(&self) -> Option<u64> {
+        self.clock.as_ref().map(|clock| clock.now_ms())
+    }
+
+    /// The validated module for these bytes, from the cache or checked against the ABI.
+    /// `Err` is the message of an `Unsupported` failure.
+    fn prepare(&mut self, bytes: &[u8]) -> Result<Module, String> {
+        let key = self.cache.enabled().then(|| sha256(bytes));
+        if let Some(module) = self.cache.get(key.as_ref()) {
+            return Ok(module);
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e}"))?;
+        for import in module.imports() {
+            let func = match import.ty() {
+                ExternType::Func(ty) => {
+                    Some(if ty.params().iter().chain(ty.results()).all(|t| matches!(t, ValType::I32)) {
+                        Ok((ty.params().len(), ty.results().len()))
+                    } else {
+                        Err(())
+                    })
+                }
+                _ => None,
+            };
+            abi::check_import(import.module(), import.name(), func)?;
+        }
+        if let Some(key) = key {
+            self.cache.insert(key, module.clone());
+        }
+        Ok(module)
+    }
+
+    /// Instantiates and calls the entry, in fuel slices where something must be
+    /// checked between them. `fuel_given` tracks all fuel handed to the store.
+    fn execute(
+        &self,
+        store: &mut Store<Data>,
+        module: &Module,
+        job: &Job<'_>,
+        limits: &ResolvedLimits,
+        started: Option<u64>,
+        fuel_given: &mut u64,
+    ) -> Ending {
+        // Instantiation (data segments, a start function) gets the whole budget.
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return Ending::Unsupported(format!("cannot set fuel: {e}"));
+        }
+        *fuel_given = limits.fuel;
+        let instance = match self.linker.instantiate_and_start(&mut *store, module) {
+            Ok(instance) => instance,
+            Err(e) if store.data().cap.refused => return Ending::OutOfMemory(e.to_string()),
+            Err(e) => return ending_of(&e, true),
+        };
+        let Some(memory) = instance.get_memory(&*store, MEMORY_EXPORT) else {
+            return Ending::Unsupported(format!("the module exports no memory named `{MEMORY_EXPORT}`"));
+        };
+        store.data_mut().memory = Some(memory);
+        let entry = job.entry_name();
+        if instance.get_func(&*store, entry).is_none() {
+            return Ending::Unsupported(format!("the module exports no function `{entry}`"));
+        }
+        let Ok(func) = instance.get_typed_func::<(), i32>(&*store, entry) else {
+            return Ending::Unsupported(format!("the entry `{entry}` must have type () -> i32"));
+        };
+
+        // What is left of the budget, handed out in slices if anything must be checked.
+        let left = store.get_fuel().unwrap_or(0);
+        let deadline = match (started, limits.timeout_ms) {
+            (Some(start), Some(ms)) => Some((ms, start.saturating_add(u64::from(ms)))),
+            _ => None,
+        };
+        let slice = if deadline.is_some() || job.stop.is_some() { self.config.fuel_slice.max(1) } else { u64::MAX };
+        let mut reserve = left.saturating_sub(slice);
+        if store.set_fuel(left - reserve).is_err() {
+            return Ending::OutOfFuel;
+        }
+        *fuel_given -= reserve;
+        let mut call = func.call_resumable(&mut *store, ());
+        loop {
+            match call {
+                Ok(TypedResumableCall::Finished(code)) => return Ending::Returned(code),
+                Ok(TypedResumableCall::HostTrap(trap)) => return ending_of(trap.host_error(), false),
+                Err(e) => return ending_of(&e, false),
+                Ok(TypedResumableCall::OutOfFuel(pending)) => {
+                    if job.stop.as_ref().is_some_and(|s| s.is_stopped()) {
+                        return Ending::Stopped;
+                    }
+                    if let (Some((ms, at)), Some(now)) = (deadline, self.now())
+                        && now >= at
+                    {
+                        return Ending::Timeout(ms);
+                    }
+                    let have = store.get_fuel().unwrap_or(0);
+                    let need = pending.required_fuel().saturating_sub(have);
+                    if reserve == 0 || need > reserve {
+                        return Ending::OutOfFuel;
+                    }
+                    let give = slice.min(reserve).max(need);
+                    reserve -= give;
+                    if store.set_fuel(have + give).is_err() {
+                        return Ending::OutOfFuel;
+                    }
+                    *fuel_given += give;
+                    call = pending.resume(&mut *store);
+                }
+            }
+        }
+    }
+}
+
+/// Classifies a wasmi error raised while running a job.
+fn ending_of(error: &Error, instantiating: bool) -> Ending {
+    if let Some(trap) = error.downcast_ref::<AbiTrap>() {
+        return Ending::Trap(trap.to_string());
+    }
+    match error.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => Ending::OutOfFuel,
+        Some(TrapCode::StackOverflow) => Ending::Trap(format!("stack overflow: {error}")),
+        Some(_) => Ending::Trap(error.to_string()),
+        None if instantiating => Ending::Unsupported(format!("cannot instantiate the module: {error}")),
+        None => Ending::Trap(error.to_string()),
+    }
+}
+
+impl ::wasmi::errors::HostError for AbiTrap {}
+
+/// The linker with every ABI host function, built once per executor.
+fn abi_linker(engine: &Engine) -> Result<Linker<Data>, Error> {
+    let mut linker = Linker::new(engine);
+    linker.func_wrap(MODULE, "log", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<(), Error> {
+        let (mem, data) = memory(&mut c, "log")?;
+        data.host.log(mem, ptr, len).map_err(Error::host)
+    })?;
+    linker.func_wrap(MODULE, "output", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
+        let (mem, data) = memory(&mut c, "output")?;
+        data.host.output(mem, ptr, len).map_err(Error::host)
+    })?;
+    linker.func_wrap(MODULE, "arg_count", |c: Caller<'_, Data>| -> i32 { c.data().host.arg_count() })?;
+    linker.func_wrap(MODULE, "arg_len", |c: Caller<'_, Data>, i: i32| -> i32 { c.data().host.arg_len(i) })?;
+    linker.func_wrap(
+        MODULE,
+        "arg_read",
+        |mut c: Caller<'_, Data>, i: i32, ptr: i32, len: i32| -> Result<i32, Error> {
+            let (mem, data) = memory(&mut c, "arg_read")?;
+            data.host.arg_read(mem, i, ptr, len).map_err(Error::host)
+        },
+    )?;
+    linker.func_wrap(MODULE, "device_id", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
+        let (mem, data) = memory(&mut c, "device_id")?;
+        data.host.device_id(mem, ptr, len).map_err(Error::host)
+    })?;
+    linker.func_wrap(MODULE, "input_open", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
+        let (mem, data) = memory(&mut c, "input_open")?;
+        data.host.input_open(mem, ptr, len).map_err(Error::host)
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "input_read",
+        |mut c: Caller<'_, Data>, h: i32, ptr: i32, len: i32| -> Result<i32, Error> {
+            let (mem, data) = memory(&mut c, "input_read")?;
+            data.host.input_read(mem, h, ptr, len).map_err(Error::host)
+        },
+    )?;
+    Ok(linker)
+}
+
+/// The job's memory and the store data, borrowed together. Falls back to looking the
+/// export up, for host calls made by a start function before `execute` records it.
+fn memory<'a>(caller: &'a mut Caller<'_, Data>, call: &'static str) -> Result<(&'a mut [u8], &'a mut Data), Error> {
+    let memory = match caller.data().memory {
+        Some(memory) => Some(memory),
+        None => caller.get_export(MEMORY_EXPORT).and_then(Extern::into_memory),
+    };
+    let memory = memory.ok_or_else(|| Error::host(AbiTrap::NoMemory { call }))?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        Ok(MemoryCap::memory_growing(self, desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
+        Ok(MemoryCap::table_growing(self, desired))
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}

@@ -1,0 +1,360 @@
+//! The gateway backend: wasmtime with Cranelift.
+//!
+//! How each bound is enforced, and why this way:
+//! * **fuel** (`Config::consume_fuel`): deterministic, counts work not time, the same
+//!   budget means the same cut-off on every run;
+//! * **wall clock** (`Config::epoch_interruption`): a ticker thread advances the engine's
+//!   epoch every [`TICK`] while a job runs; each store's epoch callback compares the
+//!   clock with the job's deadline (and its [`StopSignal`]) and traps when it has
+//!   passed. Cheaper than fuel for this (one counter check per loop header) and the
+//!   only way to bound time spent in a job with a huge fuel budget;
+//! * **memory**: a `ResourceLimiter` refuses growth past the cap, so a memory bomb sees
+//!   `memory.grow` fail and is reported as `OutOfMemory`, never takes the agent down;
+//! * **stack**: `Config::max_wasm_stack`; exhausting it is a `StackOverflow` trap.
+//!
+//! Compiling is the expensive step of a short job, so linked modules (`InstancePre`:
+//! compiled code with imports already resolved) are cached by SHA-256 (see
+//! [`crate::cache`]); a repeated job only instantiates. The executor is `Sync`: the
+//! agent can run jobs on several threads with one executor and one cache.
+//!
+//! Only the features both runtimes implement are enabled (Wasm 2.0 plus tail calls and
+//! extended constants; no SIMD, threads, memory64 or multi-memory), so a job that runs
+//! on a gateway also validates on a microcontroller.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::sync::Mutex;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use ::wasmtime::{
+    Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Memory, Module, OptLevel, ResourceLimiter, Store,
+    Trap, UpdateDeadline, ValType,
+};
+use fleet_schemas::digest::sha256;
+
+use crate::abi::{self, AbiTrap, Host, MEMORY_EXPORT, MODULE};
+use crate::cache::{CacheStats, ModuleCache};
+use crate::config::{ExecutorConfig, SetupError};
+use crate::control::StopSignal;
+use crate::inputs::DataInputs;
+use crate::job::Job;
+use crate::limiter::MemoryCap;
+use crate::outcome::{Ending, RunResult, conclude};
+
+/// How often the epoch advances while a job runs: the resolution of timeouts and stops.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Runs jobs on wasmtime. Build one per agent and share it (it is `Send + Sync`).
+pub struct WasmtimeExecutor {
+    engine: Engine,
+    linker: Linker<Data>,
+    config: ExecutorConfig,
+    cache: Mutex<ModuleCache<InstancePre<Data>>>,
+    ticker: Ticker,
+}
+
+/// A store's data: the ABI host state plus what the runtime glue needs.
+struct Data {
+    host: Host,
+    cap: MemoryCap,
+    memory: Option<Memory>,
+}
+
+/// Why the epoch callback interrupted a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Interrupted {
+    #[error("wall-clock bound of {0} ms passed")]
+    Timeout(u32),
+    #[error("stopped by the agent")]
+    Stopped,
+}
+
+impl WasmtimeExecutor {
+    /// An executor with `config`. Starts the (idle) epoch ticker thread.
+    pub fn new(config: ExecutorConfig) -> Result<Self, SetupError> {
+        let setup = |message: String| SetupError { runtime: "wasmtime", message };
+        let mut wasm = Config::new();
+        wasm.consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.stack_bytes)
+            .cranelift_opt_level(OptLevel::Speed)
+            .wasm_simd(false)
+            .wasm_relaxed_simd(false)
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .wasm_custom_page_sizes(false)
+            .wasm_wide_arithmetic(false)
+            .wasm_bulk_memory(true)
+            .wasm_multi_value(true)
+            .wasm_tail_call(true)
+            .wasm_extended_const(true);
+        let engine = Engine::new(&wasm).map_err(|e| setup(format!("{e:#}")))?;
+        let linker = abi_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
+        let ticker = Ticker::start(engine.clone()).map_err(|e| setup(format!("no ticker thread: {e}")))?;
+        let cache = Mutex::new(ModuleCache::new(config.module_cache_entries));
+        Ok(Self { engine, linker, config, cache, ticker })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
+    }
+
+    /// Module cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.lock().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// Empties the module cache (counters are kept).
+    pub fn clear_cache(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    /// Runs `job` with the device's data `inputs`, to completion or to a bound.
+    pub fn run(&self, job: &Job<'_>, inputs: impl DataInputs + 'static) -> RunResult {
+        let started = Instant::now();
+        let limits = self.config.resolve(job.limits);
+        let host = Host::new(
+            self.config.device_id.as_str(),
+            job.args,
+            job.inputs,
+            Box::new(inputs),
+            self.config.max_open_inputs,
+            self.config.caps,
+        );
+        let mut store =
+            Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
+        store.limiter(|data| &mut data.cap);
+
+        let ending = match (store.set_fuel(limits.fuel), self.prepare(job.module)) {
+            (Err(e), _) => Ending::Unsupported(format!("cannot set fuel: {e}")),
+            (_, Err(message)) => Ending::Unsupported(message),
+            (Ok(()), Ok(pre)) => {
+                arm_deadline(&mut store, started, limits.timeout_ms, job.stop.clone());
+                let _running = self.ticker.running();
+                execute(&mut store, &pre, job.entry_name())
+            }
+        };
+
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let data = store.into_data();
+        let refused = data.cap.refused.then_some(limits.memory_pages);
+        conclude(data.host, ending, refused, fuel_used, duration_ms)
+    }
+
+    /// The linked module for these bytes: from the cache, or compiled, checked against
+    /// the ABI and linked. `Err` is the message of an `Unsupported` failure.
+    fn prepare(&self, bytes: &[u8]) -> Result<InstancePre<Data>, String> {
+        let caching = self.cache.lock().map(|c| c.enabled()).unwrap_or(false);
+        let key = caching.then(|| sha256(bytes));
+        if let Some(pre) = self.cache.lock().ok().and_then(|mut c| c.get(key.as_ref())) {
+            return Ok(pre);
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e:#}"))?;
+        for import in module.imports() {
+            let func = match import.ty() {
+                ExternType::Func(ty) => Some(
+                    if ty.params().all(|t| matches!(t, ValType::I32)) && ty.results().all(|t| matches!(t, ValType::I32))
+                    {
+                        Ok((ty.params().len(), ty.results().len()))
+                    } else {
+                        Err(())
+                    },
+                ),
+                _ => None,
+            };
+            abi::check_import(import.module(), import.name(), func)?;
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| format!("cannot link the module: {e:#}"))?;
+        if let (Some(key), Ok(mut cache)) = (key, self.cache.lock()) {
+            cache.insert(key, pre.clone());
+        }
+        Ok(pre)
+    }
+}
+
+/// Instantiates and calls the entry, returning how it ended.
+fn execute(store: &mut Store<Data>, pre: &InstancePre<Data>, entry: &str) -> Ending {
+    let instance = match pre.instantiate(&mut *store) {
+        Ok(instance) => instance,
+        Err(e) if store.data().cap.refused => return Ending::OutOfMemory(format!("{e:#}")),
+        Err(e) => return ending_of(e, "instantiation"),
+    };
+    let Some(memory) = instance.get_memory(&mut *store, MEMORY_EXPORT) else {
+        return Ending::Unsupported(format!("the module exports no memory named `{MEMORY_EXPORT}`"));
+    };
+    store.data_mut().memory = Some(memory);
+    let Some(func) = instance.get_func(&mut *store, entry) else {
+        return Ending::Unsupported(format!("the module exports no function `{entry}`"));
+    };
+    let Ok(func) = func.typed::<(), i32>(&*store) else {
+        return Ending::Unsupported(format!("the entry `{entry}` must have type () -> i32"));
+    };
+    match func.call(&mut *store, ()) {
+        Ok(code) => Ending::Returned(code),
+        Err(e) => ending_of(e, "run"),
+    }
+}
+
+/// Classifies a wasmtime error raised while running a job.
+fn ending_of(error: ::wasmtime::Error, stage: &str) -> Ending {
+    if let Some(trap) = error.downcast_ref::<AbiTrap>() {
+        return Ending::Trap(trap.to_string());
+    }
+    if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
+        return match *interrupted {
+            Interrupted::Timeout(ms) => Ending::Timeout(ms),
+            Interrupted::Stopped => Ending::Stopped,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Ending::OutOfFuel,
+        Some(Trap::StackOverflow) => Ending::Trap(format!("stack overflow: {}", Trap::StackOverflow)),
+        Some(trap) => Ending::Trap(trap.to_string()),
+        None if stage == "instantiation" => Ending::Unsupported(format!("cannot instantiate the module: {error:#}")),
+        None => Ending::Trap(format!("{error:#}")),
+    }
+}
+
+/// Makes the store check the deadline and the stop signal at every epoch tick.
+fn arm_deadline(store: &mut Store<Data>, started: Instant, timeout_ms: Option<u32>, stop: Option<StopSignal>) {
+    let deadline = timeout_ms.map(|ms| (ms, started + Duration::from_millis(u64::from(ms))));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if stop.as_ref().is_some_and(StopSignal::is_stopped) {
+            return Err(::wasmtime::Error::new(Interrupted::Stopped));
+        }
+        match deadline {
+            Some((ms, at)) if Instant::now() >= at => Err(::wasmtime::Error::new(Interrupted::Timeout(ms))),
+            _ => Ok(UpdateDeadline::Continue(1)),
+        }
+    });
+}
+
+/// The linker with every ABI host function, built once per executor.
+fn abi_linker(engine: &Engine) -> ::wasmtime::Result<Linker<Data>> {
+    type R<T> = ::wasmtime::Result<T>;
+    let mut linker = Linker::new(engine);
+    linker.func_wrap(MODULE, "log", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> R<()> {
+        let (mem, data) = memory(&mut c, "log")?;
+        Ok(data.host.log(mem, ptr, len)?)
+    })?;
+    linker.func_wrap(MODULE, "output", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "output")?;
+        Ok(data.host.output(mem, ptr, len)?)
+    })?;
+    linker.func_wrap(MODULE, "arg_count", |c: Caller<'_, Data>| -> i32 { c.data().host.arg_count() })?;
+    linker.func_wrap(MODULE, "arg_len", |c: Caller<'_, Data>, i: i32| -> i32 { c.data().host.arg_len(i) })?;
+    linker.func_wrap(MODULE, "arg_read", |mut c: Caller<'_, Data>, i: i32, ptr: i32, len: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "arg_read")?;
+        Ok(data.host.arg_read(mem, i, ptr, len)?)
+    })?;
+    linker.func_wrap(MODULE, "device_id", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "device_id")?;
+        Ok(data.host.device_id(mem, ptr, len)?)
+    })?;
+    linker.func_wrap(MODULE, "input_open", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "input_open")?;
+        Ok(data.host.input_open(mem, ptr, len)?)
+    })?;
+    linker.func_wrap(MODULE, "input_read", |mut c: Caller<'_, Data>, h: i32, ptr: i32, len: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "input_read")?;
+        Ok(data.host.input_read(mem, h, ptr, len)?)
+    })?;
+    Ok(linker)
+}
+
+/// The job's memory and the store data, borrowed together. Falls back to looking the
+/// export up, for host calls made by a start function before `execute` records it.
+fn memory<'a>(caller: &'a mut Caller<'_, Data>, call: &'static str) -> Result<(&'a mut [u8], &'a mut Data), AbiTrap> {
+    let memory = match caller.data().memory {
+        Some(memory) => Some(memory),
+        None => caller.get_export(MEMORY_EXPORT).and_then(Extern::into_memory),
+    };
+    let memory = memory.ok_or(AbiTrap::NoMemory { call })?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> ::wasmtime::Result<bool> {
+        Ok(MemoryCap::memory_growing(self, desired))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> ::wasmtime::Result<bool> {
+        Ok(MemoryCap::table_growing(self, desired))
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] while at least one job runs, and sleeps
+/// otherwise (no wake-ups on an idle gateway).
+struct Ticker {
+    active: Arc<AtomicUsize>,
+    quit: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let active = Arc::new(AtomicUsize::new(0));
+        let quit = Arc::new(AtomicBool::new(false));
+        let (a, q) = (active.clone(), quit.clone());
+        let thread = thread::Builder::new().name("fleet-epoch".to_string()).spawn(move || {
+            while !q.load(Ordering::Acquire) {
+                if a.load(Ordering::Acquire) == 0 {
+                    thread::park();
+                } else {
+                    thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            }
+        })?;
+        Ok(Self { active, quit, thread: Some(thread) })
+    }
+
+    /// Keeps the ticker running until the guard drops.
+    fn running(&self) -> Running<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+        Running(self)
+    }
+}
+
+struct Running<'a>(&'a Ticker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
