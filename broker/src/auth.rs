@@ -1,0 +1,30 @@
+//! Who a connection is, and the hook that decides it.
+//!
+//! Why a trait: the broker does not know where credentials live (the controller keeps
+//! them in SQLite, a test keeps them in a map). The broker asks once per CONNECT and
+//! binds the answer to the connection; everything after that (the ACL) depends only on
+//! the [`Identity`].
+
+use fleet_schemas::DeviceId;
+
+/// Who is on the other end of a connection, as the [`Authenticator`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// The controller (or one of its workers): may publish and subscribe anything under
+    /// the fleet's prefix.
+    Controller,
+    /// One device: may speak only for itself (see [`crate::acl`]).
+    Device(DeviceId),
+}
+
+/// Checks the credentials of a CONNECT.
+///
+/// Called once per connection attempt, on tokio's blocking pool, so an implementation
+/// may hash passwords or read a database without stalling other connections.
+pub trait Authenticator: Send + Sync + 'static {
+    /// `None` refuses the connection (CONNACK "bad username or password").
+    ///
+    /// `password` is the CONNECT's password field. A CONNECT without username and
+    /// password never reaches this method: it is refused before.
+    fn authenticate(&self, client_id: &str, username: &str, password: &[u8]) -> Option<Identity>;
+}

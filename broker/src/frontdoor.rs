@@ -1,0 +1,501 @@
+//! The front door: the public listener and one relay task per client connection.
+//!
+//! Why a relay: the engine (rumqttd) cannot enforce a topic ACL, so clients never reach
+//! it directly. Each client connection is terminated here; its CONNECT is authenticated
+//! and checked, then a second connection to the engine carries its traffic:
+//!
+//! ```text
+//! client --TCP--> front door --loopback TCP--> rumqttd
+//!        decode every packet, ask session.rs, re-encode what may pass
+//!        <------ relay engine bytes as they are, except a SUBACK to patch
+//! ```
+//!
+//! This file only moves bytes and keeps counters; every decision is made by
+//! [`crate::session`] (and [`crate::acl`]). One connection's failure (oversized,
+//! malformed, refused, a slow reader) ends that connection's task and nothing else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use fleet_schemas::Topics;
+use rumqttd::protocol::v4::PacketType;
+use rumqttd::protocol::{Packet, SubAck};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::auth::Authenticator;
+use crate::engine::ENGINE_SLACK_BYTES;
+use crate::framing::{self, CONNECT_BYTE, FrameError};
+use crate::session::{self, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal, Session};
+use crate::stats::{Counters, OpenGuard};
+
+/// How long a closing connection may take to deliver its last bytes (a refusal CONNACK,
+/// the engine's reaction to DISCONNECT) before it is cut.
+const LINGER: Duration = Duration::from_secs(2);
+/// Buffers above this size are released once empty, so one large packet does not pin
+/// memory for the rest of a long-lived connection.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+/// Read granularity.
+const READ_CHUNK: usize = 4096;
+/// Connections per engine shard between "connecting to the engine" and "the engine
+/// answered". Keeps the engine's accept backlog (1024) from overflowing in a reconnect
+/// storm: an overflowing backlog drops SYNs, and the kernel's SYN retries take minutes.
+pub(crate) const ENGINE_HANDSHAKES: usize = 128;
+/// Longest wait for an engine shard to take and answer a connection.
+const ENGINE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One engine server, and the gate that paces connections to it.
+pub(crate) struct EngineShard {
+    pub addr: SocketAddr,
+    pub gate: Arc<Semaphore>,
+}
+
+/// Everything a connection task needs, shared by all of them.
+pub(crate) struct Shared {
+    pub topics: Arc<Topics>,
+    pub auth: Arc<dyn Authenticator>,
+    pub counters: Arc<Counters>,
+    pub engine_shards: Vec<EngineShard>,
+    pub engine_login: EngineLogin,
+    pub max_packet_bytes: usize,
+    pub connect_timeout: Duration,
+    pub slots: Arc<Semaphore>,
+}
+
+/// Accepts clients until `cancel`; each connection runs in its own task on `tracker`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off rather than spin.
+                warn!(error = %e, "accept failed; is `ulimit -n` high enough for the fleet?");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        Counters::bump(&shared.counters.accepted_connections);
+        Counters::bump(&shared.counters.open_connections);
+        let permit = shared.slots.clone().try_acquire_owned().ok();
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let span = info_span!("mqtt", %peer, client_id = tracing::field::Empty);
+        tracker.spawn(
+            async move {
+                let counters = shared.counters.clone();
+                let _open = OpenGuard(&counters);
+                tokio::select! {
+                    _ = cancel.cancelled() => debug!("closed by broker shutdown"),
+                    _ = serve(stream, permit, &shared) => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+    debug!("front door stopped accepting");
+}
+
+/// How a connection ended, for the counters and the log.
+enum End {
+    /// The client left (DISCONNECT, end of stream, or a network error), or the engine
+    /// closed the session (keep-alive expired, taken over by a newer connection).
+    Normal(&'static str),
+    /// The CONNECT was refused with a CONNACK code (counted and logged by [`refuse`]).
+    Refused,
+    /// Closed by the front door for this reason.
+    Cut(CloseReason),
+    /// The client's bytes were not acceptable MQTT.
+    Bad(FrameError),
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// The engine could not be reached (a broker fault, not the client's).
+    EngineDown(std::io::Error),
+}
+
+async fn serve(mut client: TcpStream, permit: Option<OwnedSemaphorePermit>, shared: &Shared) {
+    let _ = client.set_nodelay(true);
+    let end = match permit {
+        Some(_permit) => handshake_and_relay(&mut client, shared).await,
+        None => {
+            // At capacity: answer without reading, so a flood costs nothing per attempt.
+            refuse(&mut client, Refusal::Capacity, shared).await;
+            End::Refused
+        }
+    };
+    let counters = &shared.counters;
+    match end {
+        End::Normal(why) => debug!(why, "connection closed"),
+        End::Refused => {}
+        End::Cut(CloseReason::DeniedPublish { topic, denial }) => {
+            Counters::bump(&counters.denied_publishes);
+            warn!(%topic, %denial, "PUBLISH denied by the ACL; connection closed");
+        }
+        End::Cut(reason) => {
+            Counters::bump(&counters.malformed_packets);
+            warn!(?reason, "protocol violation; connection closed");
+        }
+        End::Bad(FrameError::Oversized(size)) => {
+            Counters::bump(&counters.oversized_packets);
+            warn!(size, limit = shared.max_packet_bytes, "oversized packet; connection closed");
+        }
+        End::Bad(error) => {
+            Counters::bump(&counters.malformed_packets);
+            warn!(%error, "malformed packet; connection closed");
+        }
+        End::ConnectTimeout => {
+            Counters::bump(&counters.malformed_packets);
+            info!("no CONNECT in time; connection closed");
+        }
+        End::EngineDown(error) => warn!(%error, "cannot reach the MQTT engine; connection refused"),
+    }
+}
+
+async fn handshake_and_relay(client: &mut TcpStream, shared: &Shared) -> End {
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = Instant::now() + shared.connect_timeout;
+    let first = loop {
+        if buf.first().is_some_and(|&b| b != CONNECT_BYTE) {
+            return End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat));
+        }
+        match framing::next_packet(&mut buf, shared.max_packet_bytes) {
+            Ok(Some(packet)) => break packet,
+            Ok(None) => {}
+            Err(FrameError::UnsupportedProtocol(_)) => {
+                refuse(client, Refusal::ProtocolVersion, shared).await;
+                return End::Refused;
+            }
+            Err(e) => return End::Bad(e),
+        }
+        match timeout_at(deadline, read_more(client, &mut buf)).await {
+            Err(_) => return End::ConnectTimeout,
+            Ok(Ok(0)) => return End::Normal("closed before CONNECT"),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return End::Normal("network error before CONNECT"),
+        }
+    };
+    let Some(request) = ConnectRequest::from_packet(first) else {
+        return End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat));
+    };
+    tracing::Span::current().record("client_id", request.connect.client_id.as_str());
+
+    let identity = match &request.login {
+        None => None,
+        Some(login) => {
+            let auth = shared.auth.clone();
+            let (client_id, username, password) =
+                (request.connect.client_id.clone(), login.username.clone(), login.password.clone());
+            match tokio::task::spawn_blocking(move || auth.authenticate(&client_id, &username, password.as_bytes()))
+                .await
+            {
+                Ok(identity) => identity,
+                Err(e) => {
+                    warn!(error = %e, "the authenticator failed; refusing the connection");
+                    None
+                }
+            }
+        }
+    };
+    let admitted = match session::admit(request, identity, shared.topics.clone(), &shared.engine_login) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            refuse(client, refusal, shared).await;
+            return End::Refused;
+        }
+    };
+
+    // The same client id always goes to the same shard, so rumqttd sees a session
+    // takeover (and cancels the old connection's last-will) within one server.
+    let Some(shard) = shared.engine_shards.get(shard_of(admitted.session.client_id(), shared.engine_shards.len()))
+    else {
+        refuse(client, Refusal::Capacity, shared).await;
+        return End::EngineDown(std::io::Error::other("no engine shard"));
+    };
+    let handshake = async {
+        let permit = shard.gate.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+        let engine = TcpStream::connect(shard.addr).await?;
+        Ok::<_, std::io::Error>((permit, engine))
+    };
+    let (permit, mut engine) = match timeout(ENGINE_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(e)) => {
+            refuse(client, Refusal::Capacity, shared).await;
+            return End::EngineDown(e);
+        }
+        Err(_) => {
+            refuse(client, Refusal::Capacity, shared).await;
+            return End::EngineDown(std::io::ErrorKind::TimedOut.into());
+        }
+    };
+    let _ = engine.set_nodelay(true);
+    let mut out = BytesMut::new();
+    if let Err(e) = framing::encode(admitted.engine_connect, &mut out) {
+        return End::Bad(e);
+    }
+    if let Err(e) = engine.write_all(&out).await {
+        refuse(client, Refusal::Capacity, shared).await;
+        return End::EngineDown(e);
+    }
+    debug!(identity = ?admitted.session.identity(), client_id = admitted.session.client_id(), "admitted");
+    relay(client, engine, admitted.session, buf, permit, shared).await
+}
+
+/// A stable shard for `client_id` (FNV-1a).
+fn shard_of(client_id: &str, shards: usize) -> usize {
+    let hash =
+        client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// Counts and logs a refusal, sends its CONNACK and closes gracefully, so the client
+/// reads the code rather than a reset. Counted first, so the counter is up to date by
+/// the time the client learns of the refusal.
+async fn refuse(client: &mut TcpStream, refusal: Refusal, shared: &Shared) {
+    Counters::bump(&shared.counters.refused_connections);
+    info!(%refusal, "connection refused");
+    let mut out = BytesMut::new();
+    if framing::encode(refusal.connack(), &mut out).is_ok() {
+        let _ = timeout(LINGER, client.write_all(&out)).await;
+    }
+    let _ = timeout(LINGER, client.shutdown()).await;
+    // Drain what the client still sends until it closes, so our close is not a reset.
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
+}
+
+/// Runs the two directions of an admitted connection until either ends.
+async fn relay(
+    client: &mut TcpStream,
+    engine: TcpStream,
+    session: Session,
+    buf: BytesMut,
+    handshake: OwnedSemaphorePermit,
+    shared: &Shared,
+) -> End {
+    let (client_r, client_w) = client.split();
+    let (engine_r, engine_w) = engine.into_split();
+    let (answers_tx, answers_rx) = mpsc::channel::<Packet>(8);
+    let pending = session.pending_subacks();
+    let upstream = client_to_engine(client_r, buf, engine_w, session, answers_tx, shared);
+    let downstream = engine_to_client(engine_r, client_w, pending, answers_rx, handshake, shared.max_packet_bytes);
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        end = &mut upstream => {
+            if matches!(end, End::Normal(_)) {
+                // The client is done and the engine's write side is shut: let the engine
+                // finish (it closes after DISCONNECT or end of stream) and relay its last bytes.
+                let _ = timeout(LINGER, &mut downstream).await;
+            }
+            end
+        }
+        end = &mut downstream => end,
+    }
+}
+
+/// Client to engine: decode, decide, re-encode. Returns when the client leaves or is cut.
+async fn client_to_engine<R: AsyncRead + Unpin>(
+    mut client_r: R,
+    mut buf: BytesMut,
+    mut engine_w: OwnedWriteHalf,
+    mut session: Session,
+    answers: mpsc::Sender<Packet>,
+    shared: &Shared,
+) -> End {
+    let mut out = BytesMut::new();
+    loop {
+        let mut stop = None;
+        while stop.is_none() {
+            if buf.first().is_some_and(|&b| !framing::plausible_client_packet(b)) {
+                stop = Some(End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat)));
+                break;
+            }
+            let packet = match framing::next_packet(&mut buf, shared.max_packet_bytes) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => {
+                    stop = Some(End::Bad(e));
+                    break;
+                }
+            };
+            let outcome = session.on_client_packet(packet);
+            if !outcome.denied_filters.is_empty() {
+                Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
+                for (filter, denial) in &outcome.denied_filters {
+                    warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
+                }
+            }
+            match outcome.verdict {
+                ClientVerdict::Forward(packet) => {
+                    if let Err(e) = framing::encode(packet, &mut out) {
+                        stop = Some(End::Bad(e));
+                    }
+                }
+                ClientVerdict::Answer(packet) => {
+                    if answers.send(packet).await.is_err() {
+                        stop = Some(End::Normal("client writer gone"));
+                    }
+                }
+                ClientVerdict::Finish(packet) => {
+                    stop = Some(match framing::encode(packet, &mut out) {
+                        Ok(()) => End::Normal("DISCONNECT"),
+                        Err(e) => End::Bad(e),
+                    });
+                }
+                ClientVerdict::Close(reason) => stop = Some(End::Cut(reason)),
+            }
+        }
+        // Whatever was allowed before a stop still goes through, in order.
+        if !out.is_empty() {
+            if engine_w.write_all(&out).await.is_err() {
+                return End::Normal("engine closed");
+            }
+            out.clear();
+            shrink_if_idle(&mut out);
+        }
+        if let Some(end) = stop {
+            return end;
+        }
+        shrink_if_idle(&mut buf);
+        match read_more(&mut client_r, &mut buf).await {
+            Ok(0) => return End::Normal("client closed the connection"),
+            Ok(_) => {}
+            Err(_) => return End::Normal("client network error"),
+        }
+    }
+}
+
+/// Engine to client: relay whole packets as they are, patch split SUBACKs, and slip in
+/// the front door's own answers between packets.
+async fn engine_to_client<W: tokio::io::AsyncWrite + Unpin>(
+    mut engine_r: OwnedReadHalf,
+    mut client_w: W,
+    pending: PendingSubacks,
+    mut answers: mpsc::Receiver<Packet>,
+    handshake: OwnedSemaphorePermit,
+    max_packet_bytes: usize,
+) -> End {
+    let max_body = max_packet_bytes.saturating_add(ENGINE_SLACK_BYTES);
+    // Held until the engine's first bytes (its CONNACK): then the shard has taken the
+    // connection off its accept backlog.
+    let mut handshake = Some((handshake, Instant::now() + ENGINE_HANDSHAKE_TIMEOUT));
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut out = BytesMut::new();
+    let mut answers_open = true;
+    loop {
+        tokio::select! {
+            read = read_engine(&mut engine_r, &mut buf, handshake.as_ref().map(|(_, deadline)| *deadline)) => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        let _ = client_w.flush().await;
+                        return End::Normal("engine closed the session");
+                    }
+                    Ok(_) => handshake = None,
+                }
+                // `ready` bytes at the front of `buf` are whole packets to pass as they are.
+                let mut ready = 0;
+                loop {
+                    let (len, kind) = match framing::peek_frame(&buf[ready..], max_body) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(error = %e, "the engine sent an unreadable packet");
+                            return End::Normal("engine stream unreadable");
+                        }
+                    };
+                    if kind == PacketType::SubAck && !pending.is_empty() {
+                        if client_w.write_all(&buf[..ready]).await.is_err() {
+                            return End::Normal("client network error");
+                        }
+                        buf.advance(ready);
+                        ready = 0;
+                        let mut frame = buf.split_to(len);
+                        if let Ok(Some(Packet::SubAck(suback, _))) = framing::next_packet(&mut frame, max_body) {
+                            let patched: SubAck = pending.patch(suback);
+                            if framing::encode(Packet::SubAck(patched, None), &mut out).is_ok()
+                                && client_w.write_all(&out).await.is_err()
+                            {
+                                return End::Normal("client network error");
+                            }
+                            out.clear();
+                        }
+                    } else {
+                        ready += len;
+                    }
+                }
+                if ready > 0 {
+                    if client_w.write_all(&buf[..ready]).await.is_err() {
+                        return End::Normal("client network error");
+                    }
+                    buf.advance(ready);
+                }
+                shrink_if_idle(&mut buf);
+            }
+            answer = answers.recv(), if answers_open => {
+                match answer {
+                    Some(packet) => {
+                        if framing::encode(packet, &mut out).is_ok() && client_w.write_all(&out).await.is_err() {
+                            return End::Normal("client network error");
+                        }
+                        out.clear();
+                    }
+                    None => answers_open = false,
+                }
+            }
+        }
+    }
+}
+
+/// [`read_more`], before `deadline` if there is one.
+async fn read_engine(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    deadline: Option<Instant>,
+) -> std::io::Result<usize> {
+    match deadline {
+        Some(deadline) => {
+            timeout_at(deadline, read_more(reader, buf)).await.unwrap_or(Err(std::io::ErrorKind::TimedOut.into()))
+        }
+        None => read_more(reader, buf).await,
+    }
+}
+
+/// Reads at least one byte more into `buf` (0 at end of stream).
+async fn read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    reader.read_buf(buf).await
+}
+
+fn shrink_if_idle(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER_BYTES {
+        *buf = BytesMut::new();
+    }
+}
