@@ -1,0 +1,93 @@
+//! Who may connect to the embedded broker: the controller with the password kept in the
+//! data directory, and each device with the password `fleetctl device provision` gave
+//! it, checked against the SHA-256 kept in the registry.
+//!
+//! Passwords are 32 random bytes (hex), so a plain SHA-256 is enough: there is nothing
+//! to brute-force, and no salt or slow hash is needed. Comparisons are constant-time.
+//! A device must also connect with its id as client id, so that one device's
+//! credentials can never open (and read) another device's persistent session.
+
+use std::sync::Mutex;
+
+use fleet_schemas::DeviceId;
+use sha2::{Digest as _, Sha256};
+
+use crate::CONTROLLER_CLIENT_ID;
+use crate::datadir::{DataDir, DataDirError};
+use crate::store::Store;
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The controller.
+    Controller,
+    /// One device.
+    Device(DeviceId),
+}
+
+/// SHA-256 of a password, as the registry keeps it.
+pub fn password_hash(password: &[u8]) -> [u8; 32] {
+    Sha256::digest(password).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks credentials against the registry (its own read-only database connection).
+pub struct StoreAuthenticator {
+    db: Mutex<Store>,
+    controller_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for StoreAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreAuthenticator").finish_non_exhaustive()
+    }
+}
+
+impl StoreAuthenticator {
+    /// An authenticator for the fleet in `data_dir` (which must be initialised).
+    pub fn new(data_dir: &DataDir) -> Result<Self, DataDirError> {
+        let password = data_dir.controller_password()?;
+        let db = Store::open_read_only(&data_dir.db_path())?;
+        Ok(Self { db: Mutex::new(db), controller_hash: password_hash(password.as_bytes()) })
+    }
+
+    /// Who these credentials belong to, or `None` to refuse the connection.
+    pub fn check(&self, client_id: &str, username: &str, password: &[u8]) -> Option<Principal> {
+        let presented = password_hash(password);
+        if username == CONTROLLER_CLIENT_ID {
+            return constant_time_eq(&presented, &self.controller_hash).then_some(Principal::Controller);
+        }
+        let device = DeviceId::new(username).ok()?;
+        if client_id != device.as_str() {
+            tracing::warn!(%device, client_id, "refused: a device must use its id as MQTT client id");
+            return None;
+        }
+        let stored = {
+            let db = self.db.lock().ok()?;
+            db.device_password_hash(device.as_str())
+        };
+        match stored {
+            Ok(Some(stored)) if constant_time_eq(&presented, &stored) => Some(Principal::Device(device)),
+            Ok(_) => {
+                tracing::warn!(%device, "refused: unknown device or wrong password");
+                None
+            }
+            Err(error) => {
+                tracing::error!(%device, %error, "refused: the registry could not be read");
+                None
+            }
+        }
+    }
+}
+
+impl fleet_broker::Authenticator for StoreAuthenticator {
+    fn authenticate(&self, client_id: &str, username: &str, password: &[u8]) -> Option<fleet_broker::Identity> {
+        self.check(client_id, username, password).map(|principal| match principal {
+            Principal::Controller => fleet_broker::Identity::Controller,
+            Principal::Device(id) => fleet_broker::Identity::Device(id),
+        })
+    }
+}

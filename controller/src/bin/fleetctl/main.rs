@@ -1,0 +1,160 @@
+//! `fleetctl`: the operator's command line, and `fleetctl serve`, the controller.
+//!
+//! Every command but `serve` works directly on the SQLite database in the data
+//! directory and exits; a running `serve` notices what was written and acts on it
+//! (see the crate README, "How fleetctl and serve cooperate").
+//!
+//! Exit codes: 0 success; 1 a job finished with failures (or was aborted or canceled);
+//! 2 a usage or input error (what to do next is printed); 3 anything else (I/O,
+//! database, broker).
+
+mod device;
+mod fmt;
+mod job;
+mod misc;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use fleet_controller::datadir::DataDirError;
+use fleet_controller::store::StoreError;
+
+/// Manage a fleet of devices running WebAssembly jobs over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "fleetctl", version, propagate_version = true)]
+struct Cli {
+    /// The data directory: database, keys, credentials.
+    #[arg(long, global = true, default_value = "./fleet-data", env = "FLEET_DATA_DIR")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller (and the embedded MQTT broker, unless --broker is given).
+    Serve(misc::ServeArgs),
+    /// Provision and inspect devices.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Push, inspect and cancel jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// A live view of devices and jobs.
+    Watch(misc::WatchArgs),
+    /// The controller's state and counters.
+    Status(JsonFlag),
+    /// The audit log of operator actions, newest first.
+    Audit(misc::AuditArgs),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(misc::KeyCommand),
+    /// Configuration for an external broker.
+    #[command(subcommand)]
+    Broker(misc::BrokerCommand),
+}
+
+/// `--json` for read commands.
+#[derive(Debug, Clone, Copy, Args)]
+struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// An error the user can fix: exit code 2, with a hint.
+#[derive(Debug)]
+pub struct UsageError {
+    message: String,
+    help: Option<String>,
+}
+
+impl UsageError {
+    /// An input error with a hint about what to do next.
+    pub fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Self { message: message.into(), help: Some(help.into()) }
+    }
+
+    /// An input error without a hint.
+    pub fn plain(message: impl Into<String>) -> Self {
+        Self { message: message.into(), help: None }
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// What a command returns: its exit code, or an error.
+pub type Outcome = anyhow::Result<ExitCode>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => misc::serve(&cli.data_dir, args),
+        Command::Device(command) => device::run(&cli.data_dir, command),
+        Command::Job(command) => job::run(&cli.data_dir, command),
+        Command::Watch(args) => misc::watch(&cli.data_dir, args),
+        Command::Status(flag) => misc::status(&cli.data_dir, flag.json),
+        Command::Audit(args) => misc::audit(&cli.data_dir, args),
+        Command::Key(command) => misc::key(&cli.data_dir, command),
+        Command::Broker(command) => misc::broker(&cli.data_dir, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints an error cargo-style and picks the exit code.
+fn report(error: &anyhow::Error) -> ExitCode {
+    if let Some(usage) = error.downcast_ref::<UsageError>() {
+        eprintln!("error: {}", usage.message);
+        if let Some(help) = &usage.help {
+            eprintln!("  help: {help}");
+        }
+        return ExitCode::from(2);
+    }
+    eprintln!("error: {error:#}");
+    let help = error.chain().find_map(|cause| {
+        if let Some(store) = cause.downcast_ref::<StoreError>() {
+            return match store {
+                StoreError::NoJob(_) | StoreError::AmbiguousJob(_) => Some("run `fleetctl job list` to see job ids"),
+                StoreError::NoDevice(_) => Some("run `fleetctl device list` to see device ids"),
+                StoreError::DeviceExists(_) => Some("pick another id, or inspect it with `fleetctl device show ID`"),
+                StoreError::TooNew { .. } => Some("this data directory was written by a newer fleetctl"),
+                _ => None,
+            };
+        }
+        if let Some(DataDirError::NotInitialised(_)) = cause.downcast_ref::<DataDirError>() {
+            return Some("check --data-dir (or FLEET_DATA_DIR)");
+        }
+        None
+    });
+    if let Some(help) = help {
+        eprintln!("  help: {help}");
+    }
+    let usage = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(
+                StoreError::NoJob(_)
+                    | StoreError::AmbiguousJob(_)
+                    | StoreError::NoDevice(_)
+                    | StoreError::DeviceExists(_)
+            )
+        ) || matches!(cause.downcast_ref::<DataDirError>(), Some(DataDirError::NotInitialised(_)))
+    });
+    ExitCode::from(if usage { 2 } else { 3 })
+}
+
+/// Who is acting, for the audit log.
+pub fn actor() -> String {
+    std::env::var("USER").ok().filter(|user| !user.is_empty()).unwrap_or_else(|| "fleetctl".to_string())
+}

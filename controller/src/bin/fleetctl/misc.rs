@@ -1,0 +1,245 @@
+//! `fleetctl serve`, `watch`, `status`, `key rotate` and `broker acl`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use fleet_controller::acl::{acl_file, mosquitto_hash, passwd_file};
+use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
+use fleet_controller::server::{self, BrokerChoice, ServeConfig};
+use fleet_controller::signer::sign_rotation;
+use fleet_controller::{random_32, unix_ms};
+use fleet_schemas::limits::MAX_TRUSTED_KEYS;
+use fleet_schemas::{Topics, TrustedKey};
+
+use crate::device::devices_table;
+use crate::fmt::{age, parse_duration};
+use crate::job::{jobs_table, serve_is_running};
+use crate::{Outcome, UsageError, actor};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the embedded broker listens.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    listen: SocketAddr,
+    /// Use this broker instead of the embedded one: mqtt://HOST:PORT.
+    #[arg(long, value_name = "URL", conflicts_with = "listen")]
+    broker: Option<String>,
+}
+
+pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let broker = match &args.broker {
+        Some(url) => {
+            BrokerChoice::parse_url(url).map_err(|e| UsageError::new(e, "for example --broker mqtt://10.0.0.5:1883"))?
+        }
+        None => BrokerChoice::Embedded { listen: args.listen },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let running = server::start(ServeConfig::new(data_dir, broker)).await?;
+        eprintln!("fleetctl serve: MQTT on {}, data in {} (Ctrl-C to stop)", running.broker_addr(), data_dir.display());
+        running
+            .run_until(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// How often to refresh.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Print once and exit.
+    #[arg(long)]
+    once: bool,
+}
+
+pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
+    let store = DataDir::new(data_dir).open()?;
+    loop {
+        let now = unix_ms();
+        let mut screen = String::new();
+        let controller = if serve_is_running(&store) { "running" } else { "NOT running" };
+        screen.push_str(&format!("fleet in {}: controller {controller}\n\n", data_dir.display()));
+        let devices = store.devices()?;
+        screen.push_str(&devices_table(&devices, now).render());
+        screen.push('\n');
+        let jobs: Vec<_> = store.jobs()?.into_iter().take(20).collect();
+        screen.push_str(&jobs_table(&store, &jobs, now)?.render());
+        let malformed: u64 = store.counters()?.iter().filter(|(k, _)| k.ends_with(".malformed")).map(|(_, v)| v).sum();
+        if malformed > 0 {
+            screen.push_str(&format!("\n{malformed} malformed message(s) dropped; see `fleetctl status`\n"));
+        }
+        if args.once {
+            print!("{screen}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Clear the screen and home the cursor, then draw.
+        print!("\x1b[2J\x1b[H{screen}");
+        std::thread::sleep(args.interval);
+    }
+}
+
+pub fn status(data_dir: &Path, json: bool) -> Outcome {
+    let store = DataDir::new(data_dir).open()?;
+    let info = store.controller_info()?;
+    let counters = store.counters()?;
+    let keys = store.keys()?;
+    let running = serve_is_running(&store);
+    let devices = store.devices()?.len();
+    let jobs = store.jobs()?;
+    let active_jobs = jobs.iter().filter(|j| j.state == fleet_schemas::JobState::InProgress).count();
+    if json {
+        let doc = serde_json::json!({
+            "running": running,
+            "controller": info.as_ref().and_then(|(i, _)| serde_json::from_str::<serde_json::Value>(i).ok()),
+            "heartbeat_ms": info.as_ref().map(|(_, at)| at),
+            "counters": counters,
+            "devices": devices,
+            "jobs": jobs.len(),
+            "jobs_in_progress": active_jobs,
+            "active_job_key": keys.iter().find(|k| k.active).map(|k| k.key_id.to_hex()),
+            "schema_version": store.schema_version()?,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = unix_ms();
+    match &info {
+        Some((info, at)) => println!(
+            "controller  {} (heartbeat {}): {info}",
+            if running { "running" } else { "not running" },
+            age(Some(*at), now)
+        ),
+        None => println!("controller  never started; run `fleetctl serve`"),
+    }
+    println!("devices     {devices}");
+    println!("jobs        {} ({active_jobs} in progress)", jobs.len());
+    if let Some(key) = keys.iter().find(|k| k.active) {
+        println!("job key     {} (signs envelopes and acks)", key.key_id);
+    }
+    if counters.is_empty() {
+        println!("counters    none");
+    }
+    for (name, value) in &counters {
+        println!("counter     {name} = {value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many entries to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn audit(data_dir: &Path, args: AuditArgs) -> Outcome {
+    let store = DataDir::new(data_dir).open()?;
+    let entries = store.audit_log(args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = unix_ms();
+    let mut table = crate::fmt::Table::new(&["WHEN", "WHO", "ACTION", "DETAIL"]);
+    for entry in entries {
+        table.row(vec![age(Some(entry.at_ms), now), entry.actor, entry.action, entry.detail]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a new job-signing key and publish a root-signed rotation to the fleet.
+    Rotate,
+}
+
+pub fn key(data_dir: &Path, command: KeyCommand) -> Outcome {
+    let KeyCommand::Rotate = command;
+    let data = DataDir::new(data_dir);
+    let mut store = data.open()?;
+    let root = data.root_key(&store)?;
+    let now = unix_ms();
+    let previous = store.active_job_key()?;
+    let (new_row, _) = data.generate_job_key(true, now)?;
+    // Devices trust the new key and the one before it, so envelopes already signed and
+    // in flight still verify.
+    let mut trusted = vec![new_row.clone()];
+    if let Some(previous) = previous {
+        trusted.push(previous);
+    }
+    trusted.truncate(MAX_TRUSTED_KEYS);
+    let trusted_keys: Vec<TrustedKey> =
+        trusted.iter().map(|k| TrustedKey { key_id: k.key_id, public_key: k.public_key }).collect();
+    let ids: Vec<_> = trusted.iter().map(|k| k.key_id).collect();
+    let seq = store.rotate_keys(&new_row, &ids, &actor(), now, |seq| {
+        sign_rotation(&root, seq, now / 1000, trusted_keys).map_err(|e| e.to_string())
+    })?;
+    eprintln!("new job key {} (rotation {seq}); devices now trust {} key(s)", new_row.key_id, ids.len());
+    if serve_is_running(&store) {
+        eprintln!(
+            "the running `fleetctl serve` publishes the rotation on {} and signs with the new key",
+            Topics::default().keys()
+        );
+    } else {
+        eprintln!("note: no `fleetctl serve` is running; it publishes the rotation when it starts");
+    }
+    println!("{}", new_row.key_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Write a mosquitto `passwd` file and `acl` file from the registry.
+    Acl {
+        /// The directory to write `passwd` and `acl` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
+    let BrokerCommand::Acl { out } = command;
+    let data = DataDir::new(data_dir);
+    let store = data.open()?;
+    let devices = store.mosquitto_entries()?;
+    let salt = &random_32()?[..12];
+    let controller = mosquitto_hash(&data.controller_password()?, salt);
+    create_private_dir(&out)?;
+    let passwd_path = out.join("passwd");
+    let acl_path = out.join("acl");
+    write_secret(&passwd_path, passwd_file(&controller, &devices).trim_end())?;
+    let ids: Vec<_> = devices.iter().map(|(id, _)| id.clone()).collect();
+    std::fs::write(&acl_path, acl_file(&Topics::default(), &ids))
+        .with_context(|| format!("writing {}", acl_path.display()))?;
+    eprintln!(
+        "wrote {} and {} for {} device(s) and the controller",
+        passwd_path.display(),
+        acl_path.display(),
+        ids.len()
+    );
+    eprintln!(
+        "mosquitto.conf: `allow_anonymous false`, `password_file {}`, `acl_file {}`, `message_size_limit 262144`; then `fleetctl serve --broker mqtt://HOST:1883`",
+        passwd_path.display(),
+        acl_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

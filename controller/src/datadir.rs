@@ -1,0 +1,226 @@
+//! The data directory: the database and the secrets, laid out so that a backup is one
+//! `cp -a` and a leak is one `chmod` away from being impossible.
+//!
+//! ```text
+//! fleet-data/                 0700
+//!   fleet.db (+ -wal, -shm)   the store
+//!   root.key                  0600  root key seed (hex): signs key rotations only
+//!   keys/job-<key id>.key     0600  job-signing key seeds (hex): envelopes and acks
+//!   controller.password       0600  the controller's MQTT password
+//! ```
+//!
+//! Secrets are files, not rows, so that the database can be copied for inspection
+//! without copying keys, and so that the root key can be moved offline. The first
+//! command that needs the directory initialises it; the SQLite write lock serialises two
+//! processes that try at once (see [`Store::init_keys`]).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fleet_schemas::{KeyId, SigningKey, signed::public_key_of};
+
+use crate::store::{KeyRole, KeyRow, Store, StoreError};
+
+/// The database file name.
+pub const DB_FILE: &str = "fleet.db";
+/// The root key file name.
+pub const ROOT_KEY_FILE: &str = "root.key";
+/// The folder of job-signing key files.
+pub const JOB_KEY_DIR: &str = "keys";
+/// The controller's MQTT password file name.
+pub const CONTROLLER_PASSWORD_FILE: &str = "controller.password";
+
+/// Why the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds no fleet yet.
+    #[error(
+        "{0} holds no fleet data yet; run `fleetctl serve` or `fleetctl device provision` first, or pass --data-dir"
+    )]
+    NotInitialised(PathBuf),
+    /// A key file is missing or does not hold a key.
+    #[error("key file {0} is missing or corrupt; restore it from a backup")]
+    BadKey(PathBuf),
+    /// The database refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The operating system's random generator failed.
+    #[error("no randomness from the operating system: {0}")]
+    Random(getrandom::Error),
+}
+
+type Result<T, E = DataDirError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io { path: path.to_path_buf(), source }
+}
+
+/// A fleet's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root` (nothing is touched yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The database's path.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join(DB_FILE)
+    }
+
+    /// Whether a fleet has been initialised here.
+    pub fn is_initialised(&self) -> bool {
+        self.db_path().is_file() && self.root.join(ROOT_KEY_FILE).is_file()
+    }
+
+    /// Opens the store of an initialised directory.
+    pub fn open(&self) -> Result<Store> {
+        if !self.is_initialised() {
+            return Err(DataDirError::NotInitialised(self.root.clone()));
+        }
+        Ok(Store::open(&self.db_path())?)
+    }
+
+    /// Opens the store, initialising the directory first if it holds no fleet: the
+    /// root key, the first job-signing key and the controller's password.
+    pub fn open_or_init(&self) -> Result<Store> {
+        create_private_dir(&self.root)?;
+        create_private_dir(&self.root.join(JOB_KEY_DIR))?;
+        let mut store = Store::open(&self.db_path())?;
+        let mut failure = None;
+        let result = store.init_keys(crate::unix_ms(), || {
+            self.generate_initial_keys().map_err(|error| {
+                let message = error.to_string();
+                failure = Some(error);
+                message
+            })
+        });
+        if let Err(error) = result {
+            return Err(failure.unwrap_or(DataDirError::Store(error)));
+        }
+        Ok(store)
+    }
+
+    fn generate_initial_keys(&self) -> Result<Vec<KeyRow>> {
+        let now = crate::unix_ms();
+        let root = new_signing_key()?;
+        write_secret(&self.root.join(ROOT_KEY_FILE), &hex::encode(root.to_bytes()))?;
+        let password = hex::encode(crate::random_32().map_err(DataDirError::Random)?);
+        write_secret(&self.root.join(CONTROLLER_PASSWORD_FILE), &password)?;
+        let (job_row, _) = self.generate_job_key(true, now)?;
+        let (root_id, root_public) = public_key_of(&root);
+        Ok(vec![
+            KeyRow {
+                key_id: root_id,
+                role: KeyRole::Root,
+                public_key: root_public,
+                active: false,
+                trusted: false,
+                created_at_ms: now,
+            },
+            job_row,
+        ])
+    }
+
+    /// Makes a new job-signing key, writes its file and returns its row (not yet stored).
+    pub fn generate_job_key(&self, active: bool, now_ms: u64) -> Result<(KeyRow, SigningKey)> {
+        create_private_dir(&self.root.join(JOB_KEY_DIR))?;
+        let key = new_signing_key()?;
+        let (key_id, public_key) = public_key_of(&key);
+        write_secret(&self.job_key_path(&key_id), &hex::encode(key.to_bytes()))?;
+        let row = KeyRow { key_id, role: KeyRole::Job, public_key, active, trusted: true, created_at_ms: now_ms };
+        Ok((row, key))
+    }
+
+    fn job_key_path(&self, key_id: &KeyId) -> PathBuf {
+        self.root.join(JOB_KEY_DIR).join(format!("job-{key_id}.key"))
+    }
+
+    /// The job-signing key that signs now.
+    pub fn active_job_key(&self, store: &Store) -> Result<SigningKey> {
+        let row = store.active_job_key()?.ok_or_else(|| DataDirError::BadKey(self.root.join(JOB_KEY_DIR)))?;
+        let path = self.job_key_path(&row.key_id);
+        let key = read_secret_key(&path)?;
+        if public_key_of(&key).1 != row.public_key {
+            return Err(DataDirError::BadKey(path));
+        }
+        Ok(key)
+    }
+
+    /// The root key.
+    pub fn root_key(&self, store: &Store) -> Result<SigningKey> {
+        let path = self.root.join(ROOT_KEY_FILE);
+        let key = read_secret_key(&path)?;
+        match store.root_key()? {
+            Some(row) if row.public_key == public_key_of(&key).1 => Ok(key),
+            _ => Err(DataDirError::BadKey(path)),
+        }
+    }
+
+    /// The controller's MQTT password.
+    pub fn controller_password(&self) -> Result<String> {
+        let path = self.root.join(CONTROLLER_PASSWORD_FILE);
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        Ok(text.trim().to_string())
+    }
+}
+
+fn new_signing_key() -> Result<SigningKey> {
+    Ok(SigningKey::from_bytes(&crate::random_32().map_err(DataDirError::Random)?))
+}
+
+/// Creates a directory (and its parents) readable by the owner only.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        fs::create_dir_all(path).map_err(io_err(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret file with mode 0600, atomically (temporary file, fsync, rename), so
+/// a crash leaves either the old file or the new one, never half of one.
+pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    // `mode` applies only when the file is created; a stale temporary keeps its mode.
+    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
+    file.write_all(b"\n").map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+fn read_secret_key(path: &Path) -> Result<SigningKey> {
+    let text = fs::read_to_string(path).map_err(|_| DataDirError::BadKey(path.to_path_buf()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| DataDirError::BadKey(path.to_path_buf()))?;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "key file is readable by others; run `chmod 600` on it");
+    }
+    Ok(SigningKey::from_bytes(&seed))
+}

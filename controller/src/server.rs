@@ -1,0 +1,735 @@
+//! `fleetctl serve`: the I/O shell around the store, the rollout engine and ingest.
+//!
+//! The shell owns one MQTT connection (client id `fleet-controller`, persistent session,
+//! manual acks) and one database connection, and does three things in one loop:
+//!
+//! - **Incoming**: an event is verified, recorded and acknowledged with a signed
+//!   [`fleet_schemas::EventAck`]; a device status is recorded. The MQTT PUBACK is sent only
+//!   after the database commit, so an event the controller crashed on is delivered again.
+//!   Bad input is counted (`events.malformed`, `status.malformed`, `other.malformed`),
+//!   logged and dropped.
+//! - **Ticks** (every `poll_interval`): if another process committed to the database
+//!   (`PRAGMA data_version` changed: `fleetctl` pushed a job, provisioned a device, asked
+//!   for a cancel or rotated keys), or a deadline or rate window came due, every job that
+//!   is not finished is planned ([`crate::rollout::plan`]) and the actions applied.
+//! - **Publishing** follows the rule *store, then publish*: an envelope is signed with its
+//!   sequence number and stored before it is published, so a restarted controller
+//!   publishes the same bytes again instead of signing anew.
+//!
+//! The loop is single-threaded on purpose: SQLite serialises writers anyway, and one
+//! writer makes every decision in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_schemas::status::to_json;
+use fleet_schemas::{
+    ControllerStatus, DeviceId, DeviceStatus, Digest, JobCounts, JobId, JobSpec, JobState, JobStatus, Order, Presence,
+    Topic, Topics,
+};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::auth::StoreAuthenticator;
+use crate::datadir::{DataDir, DataDirError};
+use crate::ingest::{IngestError, ingest_event};
+use crate::model::job_state_str;
+use crate::rollout::{self, Action, JobView};
+use crate::signer::{SignError, Signer, module_chunks};
+use crate::store::{JobRow, PendingEnvelope, Store, StoreError};
+use crate::{CONTROLLER_CLIENT_ID, VERSION, unix_ms};
+
+/// Largest MQTT packet the controller sends or accepts. Envelopes are at most 64 KiB,
+/// chunks 16.5 KiB, events 64 KiB; oversized events are refused by `verify_event`
+/// rather than by the MQTT client, which would drop the whole connection.
+pub const MAX_PACKET_BYTES: usize = 256 * 1024;
+
+/// Where the controller's broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// Start the embedded broker, listening here.
+    Embedded {
+        /// The listen address (port 0 picks a free one).
+        listen: SocketAddr,
+    },
+    /// Use a broker that runs elsewhere.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl BrokerChoice {
+    /// Parses `mqtt://host:port` (or `host:port`; port 1883 if absent).
+    pub fn parse_url(url: &str) -> Result<Self, String> {
+        let rest = match url.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(format!("unsupported broker scheme `{scheme}://`: only mqtt:// (plain TCP) is supported"));
+            }
+            None => url,
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                (host, port.parse::<u16>().map_err(|_| format!("`{port}` in `{url}` is not a port number"))?)
+            }
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` names no host; expected mqtt://HOST:PORT"));
+        }
+        Ok(BrokerChoice::External { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port })
+    }
+}
+
+/// How to run the controller.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory (initialised on first run).
+    pub data_dir: PathBuf,
+    /// The broker.
+    pub broker: BrokerChoice,
+    /// How often the database is checked for changes and deadlines.
+    pub poll_interval: Duration,
+}
+
+impl ServeConfig {
+    /// A configuration with the default poll interval (100 ms).
+    pub fn new(data_dir: impl Into<PathBuf>, broker: BrokerChoice) -> Self {
+        Self { data_dir: data_dir.into(), broker, poll_interval: Duration::from_millis(100) }
+    }
+}
+
+/// Why `serve` stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be used.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] fleet_broker::BrokerError),
+    /// Something could not be signed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The serve task died.
+    #[error("the controller task failed: {0}")]
+    Task(String),
+}
+
+/// A running controller.
+pub struct RunningController {
+    broker: Option<fleet_broker::RunningBroker>,
+    broker_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+    net_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningController").field("broker_addr", &self.broker_addr).finish_non_exhaustive()
+    }
+}
+
+impl RunningController {
+    /// The address of the broker the controller uses (the embedded one's bound address).
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.broker_addr
+    }
+
+    /// Stops cleanly: marks the controller offline, flushes counters, disconnects, and
+    /// stops the embedded broker.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = (&mut self.task).await.map_err(|e| ServeError::Task(e.to_string())).and_then(|r| r);
+        // Give the network task a moment to flush the disconnect, then stop it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.net_task).await;
+        self.net_task.abort();
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+        result
+    }
+
+    /// Stops abruptly, as a crash would: no offline status, no disconnect (the broker
+    /// publishes the last-will), nothing flushed that was not already committed.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        self.net_task.abort();
+        let _ = (&mut self.task).await;
+        let _ = (&mut self.net_task).await;
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+    }
+
+    /// Waits until the controller stops by itself (it does only on a fatal error) or
+    /// `stop` resolves, then shuts down cleanly.
+    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+        tokio::select! {
+            result = &mut self.task => {
+                self.net_task.abort();
+                if let Some(broker) = self.broker.take() {
+                    broker.shutdown().await;
+                }
+                result.map_err(|e| ServeError::Task(e.to_string())).and_then(|r| r)
+            }
+            () = stop => self.shutdown().await,
+        }
+    }
+}
+
+/// Starts the controller: initialises the data directory if needed, starts the embedded
+/// broker (or not), connects, and returns once everything is running.
+pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError> {
+    let data = DataDir::new(&config.data_dir);
+    let store = data.open_or_init()?;
+    let signer = Signer::new(data.active_job_key(&store)?);
+    let password = data.controller_password()?;
+    let topics = Topics::default();
+
+    let (broker, host, port) = match &config.broker {
+        BrokerChoice::Embedded { listen } => {
+            let auth = Arc::new(StoreAuthenticator::new(&data)?);
+            let mut broker_config = fleet_broker::BrokerConfig::new(*listen);
+            broker_config.topics = topics.clone();
+            broker_config.max_packet_bytes = MAX_PACKET_BYTES;
+            let broker = fleet_broker::start(broker_config, auth).await?;
+            let addr = broker.local_addr();
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            (Some(broker), host, addr.port())
+        }
+        BrokerChoice::External { host, port } => (None, host.clone(), *port),
+    };
+    let broker_addr = match &broker {
+        Some(broker) => broker.local_addr(),
+        None => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
+    };
+
+    let mut options = MqttOptions::new(CONTROLLER_CLIENT_ID, host.clone(), port);
+    options
+        .set_credentials(CONTROLLER_CLIENT_ID, password)
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(15))
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+        .set_request_channel_capacity(10_000)
+        .set_last_will(LastWill::new(
+            topics.controller_status(),
+            to_json(&ControllerStatus { state: Presence::Offline, version: VERSION.to_string(), ts: unix_ms() / 1000 }),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, eventloop) = AsyncClient::new(options, 10_000);
+    let (net_tx, net_rx) = mpsc::unbounded_channel();
+    let net_task = tokio::spawn(network_loop(eventloop, net_tx));
+
+    let counters = store.counters()?;
+    let data_version = store.data_version()?;
+    let server = Server {
+        data,
+        store,
+        signer,
+        topics,
+        client,
+        counters,
+        counter_deltas: BTreeMap::new(),
+        counters_dirty: true,
+        last_data_version: data_version,
+        dirty: true,
+        next_wake: None,
+        published_modules: HashSet::new(),
+        published_rotation: 0,
+        published_status: HashMap::new(),
+        connected_once: false,
+        broker_label: format!("{host}:{port}"),
+        last_heartbeat: 0,
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval));
+    info!(broker = %broker_addr, data_dir = %config.data_dir.display(), "controller started");
+    Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task })
+}
+
+/// What the network task tells the main loop.
+enum Net {
+    Connected { session_present: bool },
+    Publish(Publish),
+    Disconnected(String),
+}
+
+/// Drives rumqttc's event loop and forwards what matters. rumqttc reconnects by itself
+/// on the next `poll` after an error; the pause keeps a dead broker from spinning us.
+async fn network_loop(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Net>) {
+    loop {
+        let message = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Net::Connected { session_present: ack.session_present },
+            Ok(Event::Incoming(Packet::Publish(publish))) => Net::Publish(publish),
+            Ok(_) => continue,
+            Err(error) => {
+                let message = Net::Disconnected(error.to_string());
+                if tx.send(message).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if tx.send(message).is_err() {
+            return;
+        }
+    }
+}
+
+/// The controller status document, with the malformed-input counters added (readers
+/// ignore fields they do not know, docs/protocol.md section 7).
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    #[serde(flatten)]
+    base: ControllerStatus,
+    counters: &'a BTreeMap<String, u64>,
+}
+
+struct Server {
+    data: DataDir,
+    store: Store,
+    signer: Signer,
+    topics: Topics,
+    client: AsyncClient,
+    /// Totals (database plus not yet flushed).
+    counters: BTreeMap<String, u64>,
+    counter_deltas: BTreeMap<String, u64>,
+    counters_dirty: bool,
+    last_data_version: i64,
+    /// Something changed: plan every job on the next tick.
+    dirty: bool,
+    next_wake: Option<u64>,
+    published_modules: HashSet<Digest>,
+    published_rotation: u64,
+    published_status: HashMap<JobId, (JobState, u32, JobCounts)>,
+    connected_once: bool,
+    broker_label: String,
+    last_heartbeat: u64,
+}
+
+impl Server {
+    async fn run(
+        mut self,
+        mut net: mpsc::UnboundedReceiver<Net>,
+        mut stop: oneshot::Receiver<()>,
+        poll_interval: Duration,
+    ) -> Result<(), ServeError> {
+        let mut ticker = tokio::time::interval(poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                message = net.recv() => match message {
+                    Some(message) => self.on_net(message).await?,
+                    None => break,
+                },
+                _ = ticker.tick() => self.on_tick().await?,
+            }
+        }
+        self.flush_counters()?;
+        self.publish_controller_status(Presence::Offline).await;
+        let _ = self.client.disconnect().await;
+        info!("controller stopped");
+        Ok(())
+    }
+
+    async fn on_net(&mut self, message: Net) -> Result<(), ServeError> {
+        match message {
+            Net::Connected { session_present } => {
+                info!(session_present, "connected to the broker");
+                for filter in [self.topics.all_device_events(), self.topics.all_device_status()] {
+                    if let Err(error) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
+                        error!(%error, "could not subscribe");
+                    }
+                }
+                self.publish_controller_status(Presence::Online).await;
+                // A broker without our session (first start, or it lost state) has none of
+                // the retained documents or in-flight envelopes either: publish them again.
+                if !self.connected_once || !session_present {
+                    self.republish_all().await?;
+                }
+                self.connected_once = true;
+                self.dirty = true;
+            }
+            Net::Disconnected(reason) => warn!(%reason, "broker connection lost; reconnecting"),
+            Net::Publish(publish) => {
+                let stored = self.on_publish(&publish).await;
+                match stored {
+                    Ok(()) => {
+                        if let Err(error) = self.client.ack(&publish).await {
+                            warn!(%error, "could not acknowledge a message to the broker");
+                        }
+                    }
+                    // Not acknowledged: the broker delivers it again after a reconnect.
+                    Err(error) => error!(%error, topic = %publish.topic, "could not record a message"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_publish(&mut self, publish: &Publish) -> Result<(), StoreError> {
+        let now = unix_ms();
+        match self.topics.parse(&publish.topic) {
+            Some(Topic::DeviceEvents(device)) => match ingest_event(&mut self.store, device, &publish.payload, now) {
+                Ok(ingested) => {
+                    let outcome = &ingested.outcome;
+                    let key = &ingested.event.key;
+                    debug!(
+                        device, seq = ingested.event.event_seq, job = %key.job_id, attempt = key.attempt,
+                        duplicate = outcome.duplicate, transition = ?outcome.transition, "event"
+                    );
+                    if !outcome.known_execution && !outcome.duplicate {
+                        info!(device, job = %key.job_id, attempt = key.attempt, "event for an unknown execution recorded and acknowledged");
+                    }
+                    self.publish_ack(&key.device_id, outcome.acked_through).await;
+                    if outcome.transition.is_some() {
+                        let job_id = key.job_id;
+                        if let Some(job) = self.store.job(&job_id)?
+                            && let Err(error) = self.drive_job(job, now).await
+                        {
+                            // The event is recorded; the next tick tries the job again.
+                            error!(job = %job_id, %error, "could not drive the job");
+                            self.dirty = true;
+                        }
+                    }
+                }
+                Err(IngestError::Store(error)) => return Err(error),
+                Err(error) => {
+                    warn!(topic = %publish.topic, %error, "event dropped");
+                    self.count("events.malformed");
+                }
+            },
+            Some(Topic::DeviceStatus(device)) => {
+                if publish.payload.is_empty() {
+                    return Ok(()); // a cleared retained status
+                }
+                match fleet_schemas::status::from_json::<DeviceStatus>(&publish.payload) {
+                    Ok(status) if status.device_id.as_str() == device => {
+                        let was_online = self
+                            .store
+                            .device(device)?
+                            .and_then(|d| d.status)
+                            .is_some_and(|s| s.state == Presence::Online);
+                        let json = String::from_utf8_lossy(&publish.payload);
+                        if !self.store.set_device_status(&status.device_id, &json, now)? {
+                            warn!(device, "status from an unknown device dropped");
+                            self.count("status.malformed");
+                        } else if status.state == Presence::Online && !was_online {
+                            // A device that just came online may never have had a session
+                            // at the broker (first connect), so anything sent before is
+                            // gone: send it again, the same bytes (the agent drops a copy
+                            // it already has by its sequence number).
+                            let pending = self.store.unanswered_envelopes_for(&status.device_id)?;
+                            if !pending.is_empty() {
+                                info!(
+                                    device,
+                                    count = pending.len(),
+                                    "device came online; publishing its unanswered envelopes again"
+                                );
+                            }
+                            for envelope in &pending {
+                                self.publish_envelope(envelope).await;
+                            }
+                        }
+                    }
+                    Ok(status) => {
+                        warn!(device, claimed = %status.device_id, "status names another device; dropped");
+                        self.count("status.malformed");
+                    }
+                    Err(error) => {
+                        warn!(device, %error, "status dropped");
+                        self.count("status.malformed");
+                    }
+                }
+            }
+            _ => {
+                warn!(topic = %publish.topic, "message on an unexpected topic dropped");
+                self.count("other.malformed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<(), ServeError> {
+        let now = unix_ms();
+        let version = self.store.data_version()?;
+        if version != self.last_data_version {
+            self.last_data_version = version;
+            self.dirty = true;
+        }
+        let due = self.next_wake.is_some_and(|wake| wake <= now);
+        if self.dirty || due {
+            self.dirty = false;
+            self.reconcile(now).await?;
+        }
+        if self.counters_dirty || now.saturating_sub(self.last_heartbeat) >= 5_000 {
+            self.flush_counters()?;
+            if self.counters_dirty {
+                self.publish_controller_status(Presence::Online).await;
+                self.counters_dirty = false;
+            }
+            self.last_heartbeat = now;
+        }
+        Ok(())
+    }
+
+    /// Plans every job that is not finished, and publishes a newer key rotation.
+    async fn reconcile(&mut self, now: u64) -> Result<(), ServeError> {
+        if let Some((seq, bytes)) = self.store.latest_rotation()?
+            && seq > self.published_rotation
+        {
+            self.signer = Signer::new(self.data.active_job_key(&self.store)?);
+            self.publish(self.topics.keys(), bytes, true).await;
+            self.published_rotation = seq;
+            info!(seq, key = %self.signer.key_id(), "key rotation published; signing with the new key");
+        }
+        self.next_wake = None;
+        for job in self.store.jobs_to_drive()? {
+            let id = job.id;
+            // One job that cannot be driven (a corrupt row, a module that no longer
+            // splits) must not stop the others.
+            if let Err(error) = self.drive_job(job, now).await {
+                error!(job = %id, %error, "could not drive the job");
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans one job and applies the actions until the plan is empty.
+    async fn drive_job(&mut self, mut job: JobRow, now: u64) -> Result<(), ServeError> {
+        let mut spec: Option<JobSpec> = None;
+        for _ in 0..16 {
+            let executions = self.store.exec_views(&job.id)?;
+            let matching = if job.params.continuous { self.store.matching_devices(&job.target)? } else { Vec::new() };
+            let plan = rollout::plan(
+                now,
+                &JobView {
+                    state: job.state,
+                    cancel_requested: job.cancel_requested,
+                    params: &job.params,
+                    executions: &executions,
+                    matching: &matching,
+                },
+            );
+            if let Some(wake) = plan.wake_at_ms {
+                self.next_wake = Some(self.next_wake.map_or(wake, |w| w.min(wake)));
+            }
+            if plan.actions.is_empty() {
+                break;
+            }
+            for action in plan.actions {
+                self.apply(&job, action, now, &mut spec).await?;
+            }
+            match self.store.job(&job.id)? {
+                Some(updated) => job = updated,
+                None => break,
+            }
+        }
+        self.publish_job_status(&job).await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        job: &JobRow,
+        action: Action,
+        now: u64,
+        spec: &mut Option<JobSpec>,
+    ) -> Result<(), ServeError> {
+        match action {
+            Action::Enqueue { device } => {
+                if self.store.enqueue(&job.id, &device, 1, now)? {
+                    info!(job = %job.id, %device, "continuous job picked up a new device");
+                }
+            }
+            Action::Retry { device, attempt } => {
+                if self.store.enqueue(&job.id, &device, attempt, now)? {
+                    info!(job = %job.id, %device, attempt, "retrying");
+                }
+            }
+            Action::Send { device, attempt } => {
+                if spec.is_none() {
+                    let bytes = self.store.job_spec(&job.id)?;
+                    let decoded: JobSpec =
+                        postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt(format!("job spec: {e}")))?;
+                    *spec = Some(decoded);
+                }
+                let Some(spec) = spec.as_ref() else { return Ok(()) };
+                if job.chunked {
+                    self.publish_module(job).await?;
+                }
+                let deadline = now.saturating_add(job.params.exec_timeout_ms);
+                let (issued, not_after) = (now / 1000, deadline.div_ceil(1000));
+                let order = Order::Run { attempt, job: Box::new(spec.clone()) };
+                let signer = &self.signer;
+                let sent = self.store.send_execution(&job.id, &device, attempt, now, deadline, |seq| {
+                    signer.envelope(&device, seq, order, issued, not_after).map_err(|e| e.to_string())
+                })?;
+                if let Some(envelope) = sent {
+                    debug!(job = %job.id, %device, attempt, seq = envelope.seq, "envelope sent");
+                    self.publish_envelope(&envelope).await;
+                }
+            }
+            Action::TimeOut { device, attempt } => {
+                if self.store.time_out(&job.id, &device, attempt, now)? {
+                    warn!(job = %job.id, %device, attempt, "execution timed out");
+                }
+            }
+            Action::CancelQueued { device, attempt } => {
+                self.store.cancel_queued(&job.id, &device, attempt, now)?;
+            }
+            Action::SendCancel { device, attempt } => {
+                let validity = job.params.exec_timeout_ms.max(3_600_000);
+                let (issued, not_after) = (now / 1000, now.saturating_add(validity).div_ceil(1000));
+                let signer = &self.signer;
+                let job_id = job.id;
+                let sent = self.store.send_cancel(&job.id, &device, attempt, now, |seq| {
+                    signer
+                        .envelope(&device, seq, Order::Cancel { job_id }, issued, not_after)
+                        .map_err(|e| e.to_string())
+                })?;
+                if let Some(envelope) = sent {
+                    info!(job = %job.id, %device, attempt, "cancel order sent");
+                    self.publish_envelope(&envelope).await;
+                }
+            }
+            Action::Finish(state) => {
+                if self.store.finish_job(&job.id, state, now)? {
+                    info!(job = %job.id, state = job_state_str(state), "job finished");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_envelope(&mut self, envelope: &PendingEnvelope) {
+        self.publish(self.topics.device_jobs(&envelope.device), envelope.bytes.clone(), false).await;
+    }
+
+    async fn publish_ack(&mut self, device: &DeviceId, through: u64) {
+        match self.signer.ack(device, through) {
+            Ok(bytes) => self.publish(self.topics.device_acks(device), bytes, false).await,
+            Err(error) => error!(%device, %error, "could not sign an ack"),
+        }
+    }
+
+    async fn publish_module(&mut self, job: &JobRow) -> Result<(), ServeError> {
+        if self.published_modules.contains(&job.module_hash) {
+            return Ok(());
+        }
+        let Some(module) = self.store.module_bytes(&job.module_hash)? else {
+            error!(job = %job.id, "the chunked module is missing from the database");
+            return Ok(());
+        };
+        let (described, chunks) = module_chunks(&module)?;
+        for chunk in &chunks {
+            self.publish(self.topics.module_chunk(&described.chain_head, chunk.index), chunk.encode(), true).await;
+        }
+        info!(module = %job.module_hash, chunks = chunks.len(), "module chunks published");
+        self.published_modules.insert(job.module_hash);
+        Ok(())
+    }
+
+    async fn publish_job_status(&mut self, job: &JobRow) -> Result<(), ServeError> {
+        let executions = self.store.exec_views(&job.id)?;
+        let (total, counts) = rollout::counts(&executions);
+        let key = (job.state, total, counts);
+        if self.published_status.get(&job.id) == Some(&key) {
+            return Ok(());
+        }
+        let status = JobStatus { job_id: job.id, state: job.state, total, counts, ts: unix_ms() / 1000 };
+        self.publish(self.topics.job_status(&job.id), to_json(&status), true).await;
+        self.published_status.insert(job.id, key);
+        Ok(())
+    }
+
+    /// After a (re)connect without our session: retained documents and every envelope
+    /// the devices have not answered, the same bytes as before.
+    async fn republish_all(&mut self) -> Result<(), ServeError> {
+        if let Some((seq, bytes)) = self.store.latest_rotation()? {
+            self.publish(self.topics.keys(), bytes, true).await;
+            self.published_rotation = seq;
+        }
+        self.published_modules.clear();
+        self.published_status.clear();
+        for job in self.store.jobs()? {
+            if job.chunked && job.state == JobState::InProgress {
+                self.publish_module(&job).await?;
+            }
+            self.publish_job_status(&job).await?;
+        }
+        let pending = self.store.unanswered_envelopes()?;
+        if !pending.is_empty() {
+            info!(count = pending.len(), "publishing unanswered envelopes again (same bytes, same sequence numbers)");
+        }
+        for envelope in &pending {
+            self.publish_envelope(envelope).await;
+        }
+        Ok(())
+    }
+
+    async fn publish_controller_status(&mut self, state: Presence) {
+        let doc = StatusDoc {
+            base: ControllerStatus { state, version: VERSION.to_string(), ts: unix_ms() / 1000 },
+            counters: &self.counters,
+        };
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        self.publish(self.topics.controller_status(), bytes, true).await;
+        let info = serde_json::json!({
+            "state": match state { Presence::Online => "online", Presence::Offline => "offline" },
+            "version": VERSION,
+            "broker": self.broker_label,
+            "pid": std::process::id(),
+        });
+        if let Err(error) = self.store.set_controller_info(&info.to_string(), unix_ms()) {
+            warn!(%error, "could not record the controller's state");
+        }
+    }
+
+    async fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        if let Err(error) = self.client.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {
+            error!(%topic, %error, "could not queue a message for the broker");
+        }
+    }
+
+    fn count(&mut self, name: &str) {
+        *self.counters.entry(name.to_string()).or_default() += 1;
+        *self.counter_deltas.entry(name.to_string()).or_default() += 1;
+        self.counters_dirty = true;
+    }
+
+    fn flush_counters(&mut self) -> Result<(), StoreError> {
+        if !self.counter_deltas.is_empty() {
+            self.store.add_counters(&self.counter_deltas)?;
+            self.counter_deltas.clear();
+        }
+        let info = serde_json::json!({ "state": "online", "version": VERSION, "broker": self.broker_label, "pid": std::process::id() });
+        self.store.set_controller_info(&info.to_string(), unix_ms())?;
+        Ok(())
+    }
+}

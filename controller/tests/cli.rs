@@ -1,0 +1,182 @@
+//! The `fleetctl` binary as an operator uses it: provisioning writes a config a device
+//! can connect with, a running `fleetctl serve` acts on what other `fleetctl` commands
+//! write, exit codes mean what the README says, and a key rotation reaches devices.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::sim::{Mode, Sim, wait_until};
+use fleet_schemas::provision::DeviceConfig;
+use fleet_schemas::{KeyRing, Order, Trusted};
+
+const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
+
+fn fleetctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(FLEETCTL).arg("--data-dir").arg(data).args(args).env("USER", "tester").output().unwrap()
+}
+
+async fn fleetctl_async(data: &Path, args: &[&str]) -> Output {
+    let data = data.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fleetctl(&data, &args)
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// Runs `fleetctl serve` on a free port; returns the child and the broker address.
+fn serve(data: &Path) -> (std::process::Child, SocketAddr) {
+    let mut child = Command::new(FLEETCTL)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited before listening").unwrap();
+        if let Some(rest) = line.split("MQTT on ").nth(1) {
+            break rest.split(',').next().unwrap().trim().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_provisions_pushes_watches_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet-data");
+
+    // Reading an empty data dir is an input error, with a hint.
+    let out = fleetctl(&data, &["job", "list"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("help:"), "{}", stderr(&out));
+
+    // Provisioning writes a private config file the device can use.
+    let device_dir = dir.path().join("gw-1");
+    let out =
+        fleetctl(&data, &["device", "provision", "gw-1", "--labels", "site=a", "--out", device_dir.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let config_path = device_dir.join("agent.json");
+    assert_eq!(std::fs::metadata(&config_path).unwrap().permissions().mode() & 0o777, 0o600);
+    let config: DeviceConfig = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(config.device_id.as_str(), "gw-1");
+    assert_eq!(config.labels.get("site").map(String::as_str), Some("a"));
+    let again = dir.path().join("again");
+    let out = fleetctl(&data, &["device", "provision", "gw-1", "--out", again.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "a second provision of one id is refused: {}", stderr(&out));
+    assert!(!again.join("agent.json").exists());
+
+    // Pushing bad input is refused with exit code 2.
+    let module = dir.path().join("hello.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let not_wasm = dir.path().join("hello.txt");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let m = module.to_str().unwrap();
+    assert_eq!(code(&fleetctl(&data, &["job", "push", not_wasm.to_str().unwrap(), "--all"])), 2);
+    assert_eq!(code(&fleetctl(&data, &["job", "push", m, "--selector", "site=nowhere"])), 2);
+    assert_eq!(code(&fleetctl(&data, &["job", "push", m, "--target", "ghost"])), 2);
+    assert_eq!(code(&fleetctl(&data, &["job", "status", "ffff"])), 2);
+    assert_eq!(code(&fleetctl(&data, &["job", "push", m])), 2, "a target is required");
+
+    // Serve, and a device that connects with exactly what provisioning wrote.
+    let (mut child, addr) = serve(&data);
+    let ring = KeyRing::new(config.job_keys.iter().map(|k| Trusted::new(&k.public_key).unwrap()).collect()).unwrap();
+    let root = Trusted::new(&config.root_key).unwrap();
+    let _gw1 =
+        Sim::start_with("gw-1", config.device_key.signing_key(), &config.password, addr, ring, Some(root), Mode::Auto)
+            .await;
+
+    let out = fleetctl_async(&data, &["job", "push", m, "--selector", "site=a", "--arg", "hi", "--wait"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let job = stdout(&out);
+    assert_eq!(job.len(), 32, "push prints the job id: {job:?}");
+    let results: serde_json::Value =
+        serde_json::from_str(&stdout(&fleetctl(&data, &["job", "results", &job, "--json"]))).unwrap();
+    assert_eq!(results[0]["state"], "succeeded");
+    assert_eq!(results[0]["output"], "ok from gw-1");
+
+    // Rotate the job key: the running controller publishes the rotation and signs the
+    // next job with the new key, which the device accepts.
+    let out = fleetctl(&data, &["key", "rotate"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let new_key = stdout(&out);
+    let out = fleetctl_async(&data, &["job", "push", m, "--target", "gw-1", "--wait"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let envelopes = _gw1.envelopes();
+    let last = envelopes.last().unwrap();
+    let signed = fleet_schemas::SignedMessage::from_bytes(&last.1).unwrap();
+    let envelope: fleet_schemas::Envelope = signed.decode_body().unwrap();
+    assert_eq!(envelope.key_id.to_hex(), new_key);
+    assert!(matches!(envelope.order, Order::Run { .. }));
+
+    // Read commands, as JSON.
+    let jobs: serde_json::Value = serde_json::from_str(&stdout(&fleetctl(&data, &["job", "list", "--json"]))).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 2);
+    assert!(jobs.as_array().unwrap().iter().all(|j| j["state"] == "completed"));
+    let devices: serde_json::Value =
+        serde_json::from_str(&stdout(&fleetctl(&data, &["device", "list", "--json"]))).unwrap();
+    assert_eq!(devices[0]["id"], "gw-1");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&fleetctl(&data, &["status", "--json"]))).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["active_job_key"], new_key.as_str());
+    let watch = fleetctl(&data, &["watch", "--once"]);
+    assert_eq!(code(&watch), 0);
+    assert!(stdout(&watch).contains("gw-1"));
+
+    // Cancel a continuous job through the CLI.
+    let out = fleetctl(&data, &["job", "push", m, "--all", "--continuous"]);
+    let continuous = stdout(&out);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&fleetctl(&data, &["job", "cancel", &continuous[..8]])), 0);
+    let store = fleet_controller::datadir::DataDir::new(&data).open().unwrap();
+    let id = store.resolve_job(&continuous).unwrap();
+    wait_until("the cancel", || store.job(&id).unwrap().unwrap().state == fleet_schemas::JobState::Canceled).await;
+    let out = fleetctl(&data, &["job", "status", &continuous, "--wait"]);
+    assert_eq!(code(&out), 1, "a canceled job is not a success");
+
+    let audit: serde_json::Value = serde_json::from_str(&stdout(&fleetctl(&data, &["audit", "--json"]))).unwrap();
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["job.cancel", "job.push", "job.push", "key.rotate", "job.push", "device.provision", "init"]);
+    assert_eq!(audit[0]["actor"], "tester");
+
+    // Files for mosquitto.
+    let mq = dir.path().join("mosquitto");
+    assert_eq!(code(&fleetctl(&data, &["broker", "acl", "--out", mq.to_str().unwrap()])), 0);
+    let passwd = std::fs::read_to_string(mq.join("passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("fleet-controller:$6$")));
+    assert!(passwd.lines().any(|l| l.starts_with("gw-1:$6$")));
+    let acl = std::fs::read_to_string(mq.join("acl")).unwrap();
+    assert!(acl.contains("user gw-1\ntopic write fleet/devices/gw-1/events\n"));
+    assert!(acl.contains("user fleet-controller\ntopic readwrite fleet/#\n"));
+
+    // Ctrl-C stops serve cleanly.
+    Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "serve exited with {status}");
+}
