@@ -1,0 +1,333 @@
+//! End to end, one real agent process per test: a real broker on loopback, real SQLite
+//! files, real Wasm jobs, and a test controller that signs envelopes and verifies the
+//! device's signed events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use fleet_schemas::chunk::split_module;
+use fleet_schemas::limits::MAX_CHUNK_DATA;
+use fleet_schemas::{EventKind, FailReason, Limits, ModuleSource, Order, Presence, Rejection, SigningKey, Unsupported};
+use support::{Options, World, hello, job, unix_now};
+
+/// The happy path: a job runs, its events arrive signed by the device, in order; the
+/// outbox keeps them until the controller's ack, and trims them after it.
+#[test]
+fn a_job_runs_and_its_signed_result_is_trimmed_after_the_ack() {
+    let mut world = World::start(Options { auto_ack: false, ..Options::default() });
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    let key = world.push(&hello());
+    world.wait_for("the hello job's terminal event", |s| s.finished(key.job_id));
+
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let kinds: Vec<&EventKind> = s.of_job(key.job_id).iter().map(|e| &e.kind).collect();
+        assert!(
+            matches!(kinds.as_slice(), [EventKind::Accepted, EventKind::Started, EventKind::Succeeded(_)]),
+            "{kinds:?}"
+        );
+        let EventKind::Succeeded(report) = kinds[2] else { unreachable!() };
+        let output = String::from_utf8_lossy(&report.output);
+        assert!(output.contains("hello from gw-test-1"), "output: {output}");
+        // Every event is the device's (the controller verified each signature) and the
+        // seqs run 1, 2, 3 with no gap.
+        assert_eq!(s.contiguous_through(), 3);
+    });
+
+    // Not acknowledged yet: the events stay on disk.
+    world.wait_for_store("the three events in the outbox", |r| r.outbox.len() == 3 && r.executions.is_empty());
+    world.ack_through(3);
+    world.wait_for_store("the outbox trimmed after the ack", |r| r.outbox.is_empty() && r.acked_through == 3);
+    // And the device says so in its status.
+    world.wait_for("a status with an empty outbox", |s| {
+        s.statuses.last().is_some_and(|st| st.state == Presence::Online && st.outbox_depth == 0 && st.queue_depth == 0)
+    });
+}
+
+/// QoS 1 may deliver an envelope twice: it runs once. Replayed, expired, misdirected and
+/// badly signed envelopes are refused with the reason, and the agent keeps running.
+#[test]
+fn duplicates_run_once_and_bad_envelopes_are_rejected_with_their_reason() {
+    let mut world = World::start(Options::default());
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    // The same envelope, twice (a redelivery).
+    let (first, bytes) = world.run_envelope(&hello());
+    world.push_bytes(bytes.clone());
+    world.push_bytes(bytes);
+
+    // Replayed: a different job under an already used seq.
+    let replayed = hello();
+    let used_seq = 1;
+    world.push_bytes(world.envelope_at(used_seq, Order::Run { attempt: 1, job: Box::new(replayed.clone()) }));
+
+    // Expired: its validity ended an hour ago.
+    let expired = hello();
+    let seq = world.take_seq();
+    let now = unix_now();
+    let envelope = world.envelope_with(
+        world.job_key(),
+        &world.device,
+        seq,
+        Order::Run { attempt: 1, job: Box::new(expired.clone()) },
+        now - 7200,
+        now - 3600,
+    );
+    world.push_bytes(envelope);
+
+    // Misdirected: signed for another device, sent on this one's topic.
+    let misdirected = hello();
+    let seq = world.take_seq();
+    let other = fleet_schemas::DeviceId::new("gw-other").unwrap();
+    let envelope = world.envelope_with(
+        world.job_key(),
+        &other,
+        seq,
+        Order::Run { attempt: 1, job: Box::new(misdirected.clone()) },
+        now,
+        now + 3600,
+    );
+    world.push_bytes(envelope);
+
+    // Signed by a key the device does not trust.
+    let unknown_key = hello();
+    let seq = world.take_seq();
+    let stranger = SigningKey::from_bytes(&support::random_seed());
+    let envelope = world.envelope_with(
+        &stranger,
+        &world.device,
+        seq,
+        Order::Run { attempt: 1, job: Box::new(unknown_key.clone()) },
+        now,
+        now + 3600,
+    );
+    world.push_bytes(envelope);
+
+    // A trusted key id, but the signature does not match the bytes.
+    let tampered = hello();
+    let seq = world.take_seq();
+    let mut envelope = world.envelope_with(
+        world.job_key(),
+        &world.device,
+        seq,
+        Order::Run { attempt: 1, job: Box::new(tampered) },
+        now,
+        now + 3600,
+    );
+    let last = envelope.len() - 1;
+    envelope[last] ^= 0x55;
+    world.push_bytes(envelope);
+
+    // Not a message at all.
+    world.push_bytes(b"garbage".to_vec());
+
+    // And the agent still runs a good job afterwards.
+    let last_job = world.push(&hello());
+    world.wait_for("the last good job's terminal event", |s| s.finished(last_job.job_id));
+
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // The duplicate ran once: one Accepted, one Started, one Succeeded.
+        let kinds: Vec<&EventKind> = s.of_job(first.job_id).iter().map(|e| &e.kind).collect();
+        assert!(matches!(kinds.as_slice(), [EventKind::Accepted, EventKind::Started, EventKind::Succeeded(_)]), "{kinds:?}");
+
+        let rejected = |job: &fleet_schemas::JobSpec| -> Vec<Rejection> {
+            s.of_job(job.job_id)
+                .iter()
+                .map(|e| match &e.kind {
+                    EventKind::Rejected { reason } => reason.clone(),
+                    other => panic!("job {} got {other:?}", job.job_id),
+                })
+                .collect()
+        };
+        assert!(matches!(rejected(&replayed).as_slice(), [Rejection::Replayed { seq: 1, .. }]));
+        assert!(matches!(rejected(&expired).as_slice(), [Rejection::Expired { .. }]));
+        assert!(matches!(rejected(&misdirected).as_slice(), [Rejection::WrongTarget { addressed_to }] if addressed_to.as_str() == "gw-other"));
+        assert!(matches!(rejected(&unknown_key).as_slice(), [Rejection::UnknownKey { .. }]));
+        let reasons = s.rejections();
+        assert!(reasons.iter().any(|r| matches!(r, Rejection::BadSignature)), "{reasons:?}");
+        assert!(reasons.iter().any(|r| matches!(r, Rejection::Malformed)), "{reasons:?}");
+        assert_eq!(reasons.len(), 6, "{reasons:?}");
+
+        let good: Vec<&EventKind> = s.of_job(last_job.job_id).iter().map(|e| &e.kind).collect();
+        assert!(matches!(good.as_slice(), [EventKind::Accepted, EventKind::Started, EventKind::Succeeded(_)]), "{good:?}");
+    });
+}
+
+/// The link is cut while jobs are pushed and while one runs: the broker keeps the
+/// envelopes (persistent session), the agent keeps the results (outbox); after the link
+/// is back, everything arrives, in order, each execution exactly once.
+#[test]
+fn offline_work_syncs_in_order_after_reconnect() {
+    let mut world = World::start(Options { proxy: true, ..Options::default() });
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    // A job long enough to still be running when the link goes.
+    let slow = world.push(&job(fleet_example_jobs::SUM_COMPUTE, &["80000000"]));
+    world.wait_for("the slow job to start", |s| {
+        s.of_job(slow.job_id).iter().any(|e| matches!(e.kind, EventKind::Started))
+    });
+    world.proxy.as_ref().unwrap().cut();
+    world.wait_for("the broker to publish the offline last-will", |s| {
+        s.statuses.last().is_some_and(|st| st.state == Presence::Offline)
+    });
+
+    // Jobs pushed while the device is offline wait at the broker.
+    let offline: Vec<_> = (0..4).map(|_| world.push(&hello())).collect();
+    // The slow job's result is made while offline: it waits in the outbox.
+    world.wait_for_store("the slow job's result in the outbox", |r| {
+        r.executions.iter().all(|e| e.key != slow) && !r.outbox.is_empty()
+    });
+    world.seen(|s| assert!(!s.finished(slow.job_id), "a result crossed a cut link"));
+
+    world.proxy.as_ref().unwrap().restore();
+    let last = offline.last().unwrap().job_id;
+    world.wait_for("every offline job's terminal event", |s| s.finished(last) && s.finished(slow.job_id));
+
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // No gap in the device's event seqs: nothing lost.
+        assert_eq!(s.contiguous_through(), *s.events.keys().last().unwrap());
+        // The slow job succeeded once; the offline jobs ran once each, in the order they were sent.
+        for key in std::iter::once(&slow).chain(&offline) {
+            let terminal = s.terminal(key);
+            assert_eq!(terminal.len(), 1, "{key:?}: {terminal:?}");
+            assert!(matches!(terminal[0].kind, EventKind::Succeeded(_)), "{:?}", terminal[0]);
+        }
+        let started: Vec<_> =
+            s.events.values().filter(|e| matches!(e.kind, EventKind::Started)).map(|e| e.key.clone()).collect();
+        let expected: Vec<_> = std::iter::once(slow.clone()).chain(offline.iter().cloned()).collect();
+        assert_eq!(started, expected, "executions started out of order");
+        // The device came back online.
+        assert!(s.statuses.last().is_some_and(|st| st.state == Presence::Online));
+    });
+}
+
+/// A module too large for an envelope travels as retained chunks: the agent fetches
+/// them, stores the module, checks it against the signed hash and runs it; the job
+/// reads a data input that the device's agent.toml maps to a local file. A job naming
+/// an input the device lacks is refused. A stored module that no longer matches its
+/// hash is reported and fetched again.
+#[test]
+fn a_chunked_module_runs_with_a_data_input_and_is_fetched_again_when_it_rots() {
+    let mut world = World::start(Options { local: "[data]\nreadings = \"readings.csv\"".into(), ..Options::default() });
+    std::fs::write(world.dir.path().join("readings.csv"), "# timestamp,value\n1,10\n2,20\n3,30\n").unwrap();
+    let agent = world.spawn_agent();
+    world.wait_online();
+
+    let module = fleet_example_jobs::CSV_SUMMARY;
+    let (spec, chunks) = split_module(module, MAX_CHUNK_DATA as u32).unwrap();
+    assert!(chunks.len() > 1, "the module should need several chunks");
+    for chunk in &chunks {
+        world.publish_retained(world.topics.module_chunk(&spec.chain_head, chunk.index), chunk.encode());
+    }
+    let mut summary = job(&[], &[]);
+    summary.module = ModuleSource::Chunked(spec);
+    summary.inputs = vec!["readings".into()];
+    let key = world.push(&summary);
+
+    let mut wants_missing_input = hello();
+    wants_missing_input.inputs = vec!["camera".into()];
+    let refused = world.push(&wants_missing_input);
+
+    world.wait_for("the chunked job's terminal event", |s| s.finished(key.job_id) && s.finished(refused.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let terminal = s.terminal(&key);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Succeeded(report) = &event.kind else { panic!("{event:?}") };
+        let output = String::from_utf8_lossy(&report.output);
+        assert!(output.starts_with("count=3 min=10"), "output: {output}");
+        assert!(matches!(
+            s.terminal(&refused).as_slice(),
+            [e] if matches!(&e.kind, EventKind::Rejected { reason: Rejection::Unsupported(Unsupported::DataInput) })
+        ));
+    });
+    world.wait_for_store("the module kept for later runs", |r| r.modules == vec![spec.hash] && r.assemblies.is_empty());
+    drop(agent);
+
+    // The stored module rots on disk: the next run finds it no longer matches its
+    // signed hash, fails as `ModuleUnavailable`, and the module is fetched again for
+    // the run after.
+    let db = rusqlite::Connection::open(world.state_dir().join(fleet_agent::store::DB_FILE)).unwrap();
+    let rotted = db.execute("UPDATE module_chunks SET data = zeroblob(length(data)) WHERE offset = 0", []).unwrap();
+    assert_eq!(rotted, 1);
+    drop(db);
+    let _agent = world.spawn_agent();
+    world.wait_online();
+    let again = fleet_schemas::JobSpec { job_id: fleet_schemas::JobId([0xa1; 16]), ..summary.clone() };
+    let rotten = world.push(&again);
+    world.wait_for("the run on the rotten module", |s| s.finished(rotten.job_id));
+    let refetched = world.push(&fleet_schemas::JobSpec { job_id: fleet_schemas::JobId([0xa2; 16]), ..summary });
+    world.wait_for("the run on the refetched module", |s| s.finished(refetched.job_id));
+    world.seen(|s| {
+        assert!(
+            matches!(
+                s.terminal(&rotten).as_slice(),
+                [e] if matches!(&e.kind, EventKind::Failed { reason: FailReason::ModuleUnavailable, .. })
+            ),
+            "{:?}",
+            s.terminal(&rotten)
+        );
+        assert!(matches!(s.terminal(&refetched).as_slice(), [e] if matches!(e.kind, EventKind::Succeeded(_))));
+    });
+}
+
+/// A cancel stops a running job (the executor's stop signal), which frees its slot:
+/// with one slot, the next job can only run once the stopped one has really ended.
+#[test]
+fn a_canceled_job_is_stopped_mid_run_and_the_next_one_runs() {
+    let mut world = World::start(Options::default());
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    // Would spin for far longer than the hang guard if nothing stopped it.
+    let mut spinning = job(fleet_example_jobs::INFINITE_LOOP, &[]);
+    spinning.limits = Limits { fuel: 1_000_000_000_000, memory_pages: 0, timeout_ms: 600_000 };
+    let key = world.push(&spinning);
+    world.wait_for("the spinning job to start", |s| {
+        s.of_job(key.job_id).iter().any(|e| matches!(e.kind, EventKind::Started))
+    });
+    let seq = world.take_seq();
+    world.push_bytes(world.envelope_at(seq, Order::Cancel { job_id: key.job_id }));
+    let next = world.push(&hello());
+
+    world.wait_for("the job after the canceled one", |s| s.finished(next.job_id));
+    world.seen(|s| {
+        let kinds: Vec<&EventKind> = s.of_job(key.job_id).iter().map(|e| &e.kind).collect();
+        assert!(
+            matches!(kinds.as_slice(), [EventKind::Accepted, EventKind::Started, EventKind::Canceled]),
+            "{kinds:?}"
+        );
+        assert!(matches!(s.terminal(&next).as_slice(), [e] if matches!(e.kind, EventKind::Succeeded(_))));
+    });
+}
+
+/// SIGTERM: the agent publishes its offline status itself (a clean DISCONNECT would
+/// suppress the last-will) and exits successfully.
+#[test]
+fn sigterm_leaves_an_offline_status_and_exits_cleanly() {
+    let world = World::start(Options::default());
+    let agent = world.spawn_agent();
+    world.wait_online();
+    assert!(agent.terminate(), "the agent did not exit successfully:\n{}", world.agent_log());
+    world.wait_for("the offline status", |s| s.statuses.last().is_some_and(|st| st.state == Presence::Offline));
+}
+
+/// Two agents on one state directory would both answer as the same device: the second
+/// refuses to start.
+#[test]
+fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let world = World::start(Options::default());
+    let _first = world.spawn_agent();
+    world.wait_online();
+    let mut second = world.spawn_agent();
+    let status = second.wait_exit();
+    assert!(!status.success());
+    assert!(world.agent_log().contains("another fleet-agent is running"), "{}", world.agent_log());
+}
