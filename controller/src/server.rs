@@ -239,7 +239,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
             QoS::AtLeastOnce,
             true,
         ));
-    let (client, eventloop) = AsyncClient::new(options, 10_000);
+    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    // Envelopes and acks are small packets: without TCP_NODELAY each can wait on
+    // Nagle's algorithm and the broker's delayed ACK, about 40 ms per hop.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (net_tx, net_rx) = mpsc::unbounded_channel();
     let net_task = tokio::spawn(network_loop(eventloop, net_tx));
 
