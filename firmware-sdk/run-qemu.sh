@@ -3,7 +3,7 @@
 #
 #   firmware-sdk/run-qemu.sh golden              # golden vectors + envelope verify
 #   firmware-sdk/run-qemu.sh flash               # boot counter in ./fleet-flash.bin
-#   firmware-sdk/run-qemu.sh mqtt 1883           # UART0 -> tcp:127.0.0.1:1883
+#   firmware-sdk/run-qemu.sh agent 1883          # the agent; UART0 -> 127.0.0.1:1883
 #
 # The flash file (fleet-flash.bin) is read and written in the current directory.
 # `cargo test` in firmware-sdk/ runs all of these with assertions; this is for hands.
@@ -17,8 +17,12 @@ if ! command -v qemu-system-arm >/dev/null; then
 fi
 (cd "$here" && cargo fw)
 target_dir="${CARGO_TARGET_DIR:-$here/target}"
-serial=null
-if [ -n "$port" ]; then serial="tcp:127.0.0.1:$port"; fi
+serial=(-serial null)
+# A socket chardev that dials again a second after the broker drops the connection
+# (plain `-serial tcp:` stays disconnected for good).
+if [ -n "$port" ]; then
+    serial=(-chardev "socket,id=link,host=127.0.0.1,port=$port,reconnect=1" -serial chardev:link)
+fi
 exec qemu-system-arm -M mps2-an386 -display none -monitor none \
-    -semihosting-config enable=on,target=native -serial "$serial" \
+    -semihosting-config enable=on,target=native "${serial[@]}" \
     -kernel "$target_dir/thumbv7em-none-eabihf/release/$image"

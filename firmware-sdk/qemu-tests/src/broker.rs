@@ -1,9 +1,10 @@
-//! A real MQTT broker (mosquitto) on loopback for the firmware's link tests, with
-//! password authentication, and `mosquitto_sub`/`mosquitto_pub` as the test's client.
+//! mosquitto on loopback, with password authentication, and `mosquitto_sub`/
+//! `mosquitto_pub` as the test's client: the interoperability test's broker.
 //!
-//! mosquitto is the reference MQTT 5 broker and is one `apt-get install` away; using
-//! it (rather than the fleet's own broker) checks the firmware against the protocol,
-//! not against our reading of it.
+//! mosquitto is the reference MQTT broker (3.1.1 and 5) and is one `apt-get install`
+//! away; the agent tests run against the fleet's own broker ([`crate::fleet`]), and this
+//! one checks the firmware's session against an implementation that is not ours in any
+//! part.
 
 use std::io::Write;
 use std::net::TcpStream;

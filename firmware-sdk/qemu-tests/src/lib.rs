@@ -7,8 +7,11 @@
 //! output. A missing QEMU or broker is a failure with the command that installs it, not
 //! a silent skip: CI installs both, and a test that skips proves nothing.
 
+pub mod board;
 pub mod broker;
+pub mod fleet;
 pub mod provision;
+pub mod proxy;
 pub mod size;
 
 use std::net::TcpListener;

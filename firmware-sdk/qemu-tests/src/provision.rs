@@ -11,8 +11,8 @@ use fleet_schemas::rotation::TrustedKey;
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::{DeviceId, Digest, RuntimeClass, SigningKey};
 
-/// The board's flash size (`boards/mps2-an386`: one config page and fifteen store pages).
-pub const FLASH_BYTES: usize = 16 * 4096;
+/// The board's flash size (`boards/mps2-an386`: one config page and 63 store pages).
+pub const FLASH_BYTES: usize = 64 * 4096;
 
 /// The golden device's config (id `gw-001`, trusting the golden controller key), with
 /// this broker password.

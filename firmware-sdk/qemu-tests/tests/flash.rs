@@ -15,7 +15,11 @@ fn store_survives_power_cycles() {
         assert_eq!(field(&run.stdout, "flash: boot"), Some(expected.to_string().as_str()), "{run}");
     }
     let flash = std::fs::read(dir.join("fleet-flash.bin")).unwrap_or_default();
-    assert_eq!(flash.len(), 64 * 1024, "the flash file has the board's flash size");
+    assert_eq!(
+        flash.len(),
+        fleet_firmware_qemu_tests::provision::FLASH_BYTES,
+        "the flash file has the board's flash size"
+    );
 }
 
 #[test]

@@ -17,19 +17,23 @@
 //! |---|---|
 //! | [`layout`] | where the config block and the store live in flash |
 //! | [`config`] | the provisioned [`DeviceConfig`](fleet_schemas::provision::DeviceConfig), read from its config block |
-//! | [`store`] | a power-fail-safe key-value store (sequential-storage) for replay state and counters |
+//! | [`store`] | a power-fail-safe key-value store (sequential-storage map) for small values and counters |
 //! | [`heap`] | the global allocator, with a high-water mark for the size budget |
-//! | [`mqtt`] | the MQTT 5 session (rust-mqtt): connect with last-will, retained status, jobs subscription |
+//! | [`journal`] | the agent core's durable state: a power-fail-safe log of its `Persist` batches |
+//! | [`mqtt`] | an MQTT 3.1.1 client session (sans-IO, on the `mqttrs` codec) and its driver: PUBACK only when the agent says so |
+//! | [`agent`] | the shell around `fleet-agent-core`: performs its actions, runs jobs on wasmi (`fleet-executor`) |
 //! | [`exec`] | a minimal executor: the firmware is one task, polled in a loop |
 #![no_std]
 #![warn(missing_docs)]
 
 extern crate alloc;
 
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod exec;
 pub mod heap;
+pub mod journal;
 pub mod layout;
 pub mod mqtt;
 pub mod store;

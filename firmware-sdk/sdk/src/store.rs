@@ -1,11 +1,14 @@
 //! The persistent store: small values that must survive power loss.
 //!
-//! The agent must remember, across reboots, the replay state (last accepted sequence
-//! and time floor: forgetting it would let an old envelope run again), its event
-//! sequence and a few counters. These are small values rewritten often, which is what
-//! `sequential-storage`'s map is for: each write appends a new version of the item
-//! (CRC-protected) and pages are erased only when full, so a write torn by power loss
-//! leaves the previous value readable and wear is spread over the partition.
+//! Counters and settings a board keeps outside the agent core (a boot count, bring-up
+//! values): small values rewritten often, which is what `sequential-storage`'s map is
+//! for: each write appends a new version of the item (CRC-protected) and pages are
+//! erased only when full, so a write torn by power loss leaves the previous value
+//! readable and wear is spread over the partition.
+//!
+//! The agent core's own state (queue, replay state, outbox) is *not* kept here: its
+//! writes come in batches that must land together, which one map item cannot promise;
+//! it lives in [`crate::journal`], on the same partition in the agent image.
 //!
 //! Keys are the [`Key`] enum, so two parts of the firmware cannot pick the same number.
 //! Values are bytes, or postcard through [`Store::get_value`] / [`Store::put_value`].

@@ -5,64 +5,15 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
+use common::RamFlash;
 use embassy_futures::block_on;
-use embedded_storage_async::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, NorFlashErrorKind, ReadNorFlash};
 use fleet_firmware_sdk::config::{ConfigError, encode_block, read_config};
 use fleet_firmware_sdk::layout::Layout;
 use fleet_firmware_sdk::store::{Key, Store};
 use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed};
 use fleet_schemas::{DeviceId, Digest, PublicKey, ReplayState, RuntimeClass};
-
-/// NOR semantics in RAM; `budget` limits how many more bytes may be written (a
-/// power cut after that many).
-#[derive(Clone)]
-struct RamFlash {
-    cells: Vec<u8>,
-    budget: usize,
-}
-
-impl RamFlash {
-    fn new(len: usize) -> Self {
-        Self { cells: vec![0xff; len], budget: usize::MAX }
-    }
-}
-
-impl ErrorType for RamFlash {
-    type Error = NorFlashErrorKind;
-}
-
-impl ReadNorFlash for RamFlash {
-    const READ_SIZE: usize = 1;
-    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        let at = offset as usize;
-        bytes.copy_from_slice(self.cells.get(at..at + bytes.len()).ok_or(NorFlashErrorKind::OutOfBounds)?);
-        Ok(())
-    }
-    fn capacity(&self) -> usize {
-        self.cells.len()
-    }
-}
-
-impl NorFlash for RamFlash {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = 4096;
-    async fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.cells[from as usize..to as usize].fill(0xff);
-        Ok(())
-    }
-    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        for (i, b) in bytes.iter().enumerate() {
-            if self.budget == 0 {
-                return Err(NorFlashErrorKind::Other);
-            }
-            self.budget -= 1;
-            self.cells[offset as usize + i] &= b;
-        }
-        Ok(())
-    }
-}
-
-impl MultiwriteNorFlash for RamFlash {}
 
 const LAYOUT: Layout = Layout::new(4096, 4);
 

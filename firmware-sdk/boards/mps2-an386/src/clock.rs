@@ -37,12 +37,17 @@ impl SysTickClock {
 
 impl Clock for SysTickClock {
     fn now_ms(&self) -> u64 {
-        loop {
-            let hi = MS_HI.load(Ordering::Acquire);
-            let lo = MS_LO.load(Ordering::Acquire);
-            if MS_HI.load(Ordering::Acquire) == hi {
-                return (u64::from(hi) << 32) | u64::from(lo);
-            }
+        millis()
+    }
+}
+
+/// Milliseconds since SysTick started.
+fn millis() -> u64 {
+    loop {
+        let hi = MS_HI.load(Ordering::Acquire);
+        let lo = MS_LO.load(Ordering::Acquire);
+        if MS_HI.load(Ordering::Acquire) == hi {
+            return (u64::from(hi) << 32) | u64::from(lo);
         }
     }
 }
@@ -51,5 +56,17 @@ impl Clock for SysTickClock {
 fn SysTick() {
     if MS_LO.fetch_add(1, Ordering::AcqRel) == u32::MAX {
         MS_HI.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The same millisecond count for the job executor (`fleet-executor`'s own clock
+/// trait, which it needs as an owned `'static` value): fills in a job's `duration_ms`
+/// and enforces its `timeout_ms`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutorClock;
+
+impl fleet_executor::Clock for ExecutorClock {
+    fn now_ms(&self) -> u64 {
+        millis()
     }
 }

@@ -28,12 +28,14 @@ use fleet_firmware_sdk::layout::Layout;
 
 pub use cortex_m_rt::entry;
 
-/// The heap's size. Signature checks and envelope decoding need tens of KiB; the rest
-/// of the 256 KiB RAM budget is statics and the stack.
-pub const HEAP_BYTES: usize = 128 * 1024;
+/// The heap's size. The agent holds a job's Wasm memory (one 64 KiB page), wasmi's
+/// module and stacks, an envelope or two and its queue there; the rest of the 256 KiB
+/// RAM budget is statics and the stack (signature checks need a few KiB of it).
+pub const HEAP_BYTES: usize = 192 * 1024;
 
-/// The flash partitions: one 4 KiB page of config, fifteen of store.
-pub const LAYOUT: Layout = Layout::new(flash::ERASE_SIZE, 15);
+/// The flash partitions: one 4 KiB page of config, 63 of store (252 KiB: the agent's
+/// journal, a ring that compacts itself when half full).
+pub const LAYOUT: Layout = Layout::new(flash::ERASE_SIZE, 63);
 
 #[global_allocator]
 static HEAP: TrackedHeap = TrackedHeap::empty();

@@ -1,0 +1,198 @@
+//! The agent image end to end: `fleet-agent-core` on the emulated Cortex-M4, over MQTT
+//! 3.1.1 to the fleet's own broker, with a test controller that signs envelopes and
+//! verifies the device-signed events.
+//!
+//! Each test provisions a fresh flash file (config block + empty journal), starts the
+//! fleet (broker and controller) and the board, and asserts on what the controller
+//! receives, as the real controller would see it.
+
+use std::time::Duration;
+
+use fleet_firmware_qemu_tests::board::{Board, agent_command};
+use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received};
+use fleet_firmware_qemu_tests::provision::{golden_device, write_flash};
+use fleet_firmware_qemu_tests::proxy::Proxy;
+use fleet_firmware_qemu_tests::{firmware, qemu_command, scratch_dir};
+use fleet_schemas::{EventKind, ExecutionEvent, ExecutionKey, Presence};
+
+/// Boot, journal replay, connect (QEMU's chardev connects asynchronously, so the
+/// first CONNECT may be lost and retried).
+const BOOT: Duration = Duration::from_secs(30);
+/// Verify, store, sign, run and report one small job.
+const JOB: Duration = Duration::from_secs(60);
+
+fn online(received: &[Received]) -> bool {
+    received.iter().any(|r| matches!(r, Received::Status(s) if s.state == Presence::Online))
+}
+
+fn terminal(event: &ExecutionEvent) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Succeeded(_) | EventKind::Failed { .. } | EventKind::Rejected { .. } | EventKind::Canceled
+    )
+}
+
+/// The distinct events (by event seq) of one execution, checking that every copy of
+/// a seq is byte for byte the same event (a republished one, not a second one).
+fn distinct_events<'f>(fleet: &'f Fleet, key: &ExecutionKey) -> Vec<&'f ExecutionEvent> {
+    let mut seen: Vec<(&ExecutionEvent, &Vec<u8>)> = Vec::new();
+    for received in &fleet.received {
+        if let Received::Event(event, bytes) = received {
+            if event.key != *key {
+                continue;
+            }
+            match seen.iter().find(|(e, _)| e.event_seq == event.event_seq) {
+                Some((_, first)) => {
+                    assert_eq!(*first, bytes, "event seq {} was reported twice, differently", event.event_seq)
+                }
+                None => seen.push((event, bytes)),
+            }
+        }
+    }
+    seen.into_iter().map(|(e, _)| e).collect()
+}
+
+fn start_board(fleet: &Fleet, dir: &std::path::Path) -> Board {
+    Board::start(agent_command(&firmware("agent"), dir, fleet.port))
+}
+
+#[test]
+fn runs_a_signed_hello_job_and_reports_device_signed_events() {
+    let dir = scratch_dir("agent-hello");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+
+    let job = Fleet::job(1, fleet_example_jobs::HELLO, &[], 0);
+    let envelope = fleet.envelope(job);
+    fleet.send_job(envelope);
+    let done = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if terminal(e)));
+    assert!(fleet.wait_until(JOB, done), "no terminal event\n{board}");
+
+    assert!(!fleet.received.iter().any(|r| matches!(r, Received::Forged(_))), "an event failed verification");
+    let events = fleet.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Accepted => "accepted",
+            EventKind::Started => "started",
+            EventKind::Succeeded(_) => "succeeded",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["accepted", "started", "succeeded"], "{events:#?}\n{board}");
+    let seqs: Vec<u64> = events.iter().map(|e| e.event_seq).collect();
+    assert_eq!(seqs, [1, 2, 3], "event seqs start at 1 and have no gaps");
+    let EventKind::Succeeded(report) = &events[2].kind else { unreachable!() };
+    let output = String::from_utf8_lossy(&report.output);
+    assert!(output.contains("gw-001"), "the job's output names the device: {output:?}");
+    assert!(report.fuel_used > 0);
+
+    // The controller has them: the device may now drop them from its outbox.
+    fleet.ack(3);
+    assert!(board.wait_for("journal: events acked through 3", JOB), "the ack was not stored\n{board}");
+
+    // Power off: the broker publishes the last-will, the retained status goes offline.
+    board.kill();
+    let offline = |r: &[Received]| matches!(r.last(), Some(Received::Status(s)) if s.state == Presence::Offline);
+    assert!(fleet.wait_until(Duration::from_secs(15), offline), "the last-will did not say offline");
+    eprintln!("{board}");
+}
+
+#[test]
+fn a_power_cut_mid_job_ends_in_exactly_one_terminal_event() {
+    let dir = scratch_dir("agent-power-cut");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+
+    // A job that runs for a few seconds on the emulated board, so the power can be cut
+    // while it runs.
+    let job = Fleet::job(2, fleet_example_jobs::SUM_COMPUTE, &["3000000"], 2_000_000_000);
+    let job_id = job.job_id;
+    let envelope = fleet.envelope(job);
+    fleet.send_job(envelope);
+    let started = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if e.kind == EventKind::Started));
+    assert!(fleet.wait_until(JOB, started), "the job never started\n{board}");
+    assert!(board.wait_for("job: running", JOB), "{board}");
+    board.kill();
+    let before = board.console();
+    assert!(!before.contains("job: succeeded"), "the job finished before the power cut; make it longer\n{before}");
+
+    // Power back on, same flash: the execution is still queued, runs again, and ends.
+    let mut board = start_board(&fleet, &dir);
+    let done = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if terminal(e)));
+    assert!(fleet.wait_until(Duration::from_secs(120), done), "no terminal event after the restart\n{board}");
+    assert!(board.console().contains("agent: recovered 1 queued"), "{board}");
+
+    let key = ExecutionKey {
+        job_id,
+        device_id: fleet_schemas::DeviceId::new("gw-001").unwrap_or_else(|e| panic!("{e}")),
+        attempt: 1,
+    };
+    let events = distinct_events(&fleet, &key);
+    let count = |kind: fn(&EventKind) -> bool| events.iter().filter(|e| kind(&e.kind)).count();
+    assert_eq!(count(|k| *k == EventKind::Accepted), 1, "{events:#?}");
+    assert_eq!(count(|k| *k == EventKind::Started), 1, "Started is not written twice: {events:#?}");
+    assert_eq!(events.iter().filter(|e| terminal(e)).count(), 1, "exactly one terminal event: {events:#?}");
+    let last = events.iter().find(|e| terminal(e)).map(|e| &e.kind);
+    assert!(matches!(last, Some(EventKind::Succeeded(_))), "{last:?}\n{board}");
+
+    // Nothing more comes: the terminal event is not doubled by later resends.
+    fleet.ack(3);
+    assert!(board.wait_for("journal: events acked through 3", JOB), "{board}");
+    fleet.wait_until(Duration::from_secs(3), |_| false);
+    let events = distinct_events(&fleet, &key);
+    assert_eq!(events.iter().filter(|e| terminal(e)).count(), 1);
+    assert_eq!(events.len(), 3, "{events:#?}");
+    eprintln!("--- before the power cut\n{before}{board}");
+}
+
+#[test]
+fn after_the_link_drops_the_device_logs_in_again_and_runs_what_was_queued_meanwhile() {
+    let dir = scratch_dir("agent-link-loss");
+    let mut fleet = Fleet::start();
+    let proxy = Proxy::start(fleet.port);
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, proxy.port));
+    let mut board = Board::start(agent_command(&firmware("agent"), &dir, proxy.port));
+    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+
+    proxy.cut();
+    let offline = |r: &[Received]| matches!(r.last(), Some(Received::Status(s)) if s.state == Presence::Offline);
+    assert!(fleet.wait_until(Duration::from_secs(15), offline), "the broker did not publish the last-will\n{board}");
+    // Sent while the device is away: the broker keeps it for the persistent session.
+    let envelope = fleet.envelope(Fleet::job(3, fleet_example_jobs::HELLO, &[], 0));
+    fleet.send_job(envelope);
+
+    assert!(board.wait_for("mqtt: link lost", Duration::from_secs(30)), "the firmware never noticed\n{board}");
+    let back = |r: &[Received]| matches!(r.last(), Some(Received::Status(s)) if s.state == Presence::Online);
+    assert!(fleet.wait_until(Duration::from_secs(60), back), "the device did not come back online\n{board}");
+    let done = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if terminal(e)));
+    assert!(fleet.wait_until(JOB, done), "the job queued meanwhile did not run\n{board}");
+    assert!(board.console().contains("session present: true"), "{board}");
+    let kinds: Vec<bool> = fleet.events().iter().map(|e| matches!(e.kind, EventKind::Succeeded(_))).collect();
+    assert_eq!(kinds, [false, false, true], "Accepted, Started, Succeeded\n{board}");
+    eprintln!("{board}");
+}
+
+#[test]
+fn a_wrong_password_is_refused_and_the_device_stays_offline() {
+    let dir = scratch_dir("agent-refused");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device("not-the-password", fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(board.wait_for("bad username or password", BOOT), "{board}");
+    assert!(!fleet.wait_until(Duration::from_secs(1), online), "a refused device must not be online");
+    // It keeps trying (credentials can be fixed at the broker), with backoff.
+    assert!(board.wait_for_count("bad username or password", 2, BOOT), "{board}");
+}
+
+#[test]
+fn an_unprovisioned_board_says_so() {
+    let dir = scratch_dir("agent-unprovisioned");
+    let mut board = Board::start(qemu_command(&firmware("agent"), &dir, "null"));
+    assert_eq!(board.wait_exit(BOOT), Some(1), "{board}");
+    assert!(board.console().contains("not provisioned"), "{board}");
+}

@@ -1,0 +1,387 @@
+//! The firmware shell around the agent core: the same `fleet-agent-core` state machine
+//! as on a Linux gateway, with flash, a UART and wasmi underneath.
+//!
+//! The core decides; this module only does what it says, in order (the contract in
+//! `fleet_agent_core`'s crate docs):
+//!
+//! ```text
+//!  config block ──▶ AgentConfig ─┐
+//!  journal replay ─▶ Recovered ──┴▶ AgentCore::new ──▶ Tick (restarts an interrupted run)
+//!
+//!  loop:  MQTT event ─┬─▶ core.handle(input, now) ──▶ actions, performed in order:
+//!         link lost ──┤      Persist     ──▶ journal.append (atomic, durable) before anything after it
+//!         1 s tick ───┤      Publish     ──▶ session.publish
+//!         job done ───┘      AckDelivery ──▶ session.ack  (the PUBACK, only now)
+//!                            Run         ──▶ queued; run after this call's actions are done
+//!                            Stop, (Un)Subscribe, Notice
+//! ```
+//!
+//! **One task, jobs in between.** The firmware has one thread, so a `Run` is queued and
+//! the job runs once every action of the same `handle` call is performed, the publishes
+//! included: the controller has the `Started` event before the job begins. While a job
+//! runs (bounded by its fuel) nothing else happens; the keep-alive is chosen well above
+//! a job's run time, and if a job outlasts it the broker drops the link, the last-will
+//! says offline, and the shell reconnects afterwards. The core then republishes what the
+//! controller has not acknowledged.
+//!
+//! **Link loss** is noticed by the session (keep-alive, a refused or broken stream); the
+//! shell tells the core `LinkDown` and reconnects with exponential backoff (0.5 s to
+//! 30 s). The session is persistent, so the broker keeps the subscriptions and the QoS 1
+//! messages that arrive meanwhile.
+//!
+//! **Fatal errors** are only those after which the contract cannot be kept: a `Persist`
+//! that fails (the flash), or a journal that cannot be read. [`Agent::run`] returns
+//! them; the board resets or stops, and the next boot recovers from what is on flash.
+
+pub mod setup;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use core::fmt;
+
+use embedded_storage_async::nor_flash::MultiwriteNorFlash;
+use fleet_agent_core::{Action, AgentCore, DeliveryToken, Input, Notice, Now, Outcome, Publish, RecoverError, StoreOp};
+use fleet_executor::{Job, NoInputs, WasmiExecutor};
+use fleet_schemas::chunk::module_matches;
+use fleet_schemas::provision::DeviceConfig;
+use fleet_schemas::{ExecutionKey, FailReason, JobSpec, ModuleSource, RunReport};
+
+use crate::clock::Clock;
+use crate::heap::HeapStats;
+use crate::journal::{Journal, JournalError};
+use crate::mqtt::{Event, Link, QoS, Session, SessionError, Token, Will};
+use crate::transport::Transport;
+
+pub use setup::{Settings, SetupError};
+
+/// How often the core gets a [`Input::Tick`].
+pub const TICK_MS: u64 = 1_000;
+/// The first reconnect delay; it doubles up to [`MAX_BACKOFF_MS`].
+pub const MIN_BACKOFF_MS: u64 = 500;
+/// The longest reconnect delay.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+/// How long the transport must stay quiet before a new CONNECT (stale bytes of the old
+/// connection are dropped meanwhile).
+const QUIET_MS: u64 = 50;
+
+/// Where the shell's log lines go (semihosting, RTT, a debug UART).
+pub trait Console {
+    /// Writes one line.
+    fn line(&self, args: fmt::Arguments<'_>);
+
+    /// The heap's use, if the board tracks it (logged after each job).
+    fn heap(&self) -> Option<HeapStats> {
+        None
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// The config block cannot make an agent.
+    #[error("config: {0}")]
+    Setup(#[from] SetupError),
+    /// The stored state cannot rebuild the core.
+    #[error("recovery: {0}")]
+    Recover(#[from] RecoverError),
+    /// The journal failed: the durability contract cannot be kept.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// The parts a board hands the agent.
+pub struct Parts<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> {
+    /// The provisioned config.
+    pub config: &'a DeviceConfig,
+    /// What the board decides.
+    pub settings: Settings,
+    /// The link to the broker.
+    pub transport: T,
+    /// The journal, opened on the store partition, and what it replayed.
+    pub journal: (Journal<F>, crate::journal::Tables),
+    /// The executor (the board gives it its clock).
+    pub executor: WasmiExecutor,
+    /// The clock.
+    pub clock: &'a C,
+    /// The log.
+    pub console: &'a L,
+}
+
+/// The running agent. See the module docs.
+pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> {
+    core: AgentCore,
+    link: Link<T>,
+    journal: Journal<F>,
+    executor: WasmiExecutor,
+    clock: &'a C,
+    console: &'a L,
+    /// Executions the core started, to run once the current actions are done.
+    runs: VecDeque<(ExecutionKey, Box<JobSpec>)>,
+    /// Executions stopped before they ran, to report as finished.
+    stopped: VecDeque<ExecutionKey>,
+    next_tick_ms: u64,
+    next_connect_ms: u64,
+    backoff_ms: u64,
+}
+
+impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> Agent<'a, T, F, C, L> {
+    /// Builds the core from the config and the replayed journal.
+    pub fn new(parts: Parts<'a, T, F, C, L>) -> Result<Self, AgentError> {
+        let Parts { config, settings, transport, journal: (journal, tables), executor, clock, console } = parts;
+        let agent_config = setup::agent_config(config, &settings)?;
+        let recovered = tables.into_recovered();
+        console.line(format_args!(
+            "agent: recovered {} queued, {} in outbox, replay seq {}",
+            recovered.executions.len(),
+            recovered.outbox.len(),
+            recovered.replay.last_seq
+        ));
+        let core = AgentCore::new(agent_config, recovered)?;
+        let session = Session::new(setup::session_config(config, &settings));
+        Ok(Self {
+            core,
+            link: Link::new(transport, session),
+            journal,
+            executor,
+            clock,
+            console,
+            runs: VecDeque::new(),
+            stopped: VecDeque::new(),
+            next_tick_ms: 0,
+            next_connect_ms: 0,
+            backoff_ms: MIN_BACKOFF_MS,
+        })
+    }
+
+    /// Runs the agent until a fatal error.
+    pub async fn run(mut self) -> Result<core::convert::Infallible, AgentError> {
+        // Restarts an execution that was running when the device went down.
+        self.handle(Input::Tick).await?;
+        self.next_tick_ms = self.clock.now_ms().saturating_add(TICK_MS);
+        loop {
+            self.step().await?;
+        }
+    }
+
+    /// One turn of the loop: report, run, connect, or wait for the link or the tick.
+    async fn step(&mut self) -> Result<(), AgentError> {
+        if self.core.is_link_up() && !self.link.session().is_connected() {
+            // The reconnect was scheduled where the loss was seen (or, after a failed
+            // write, is due at once).
+            self.handle(Input::LinkDown).await?;
+        }
+        if let Some(key) = self.stopped.pop_front() {
+            let outcome = failed(FailReason::Timeout, "stopped by the agent before it ran");
+            return self.handle(Input::ExecutionFinished { key, outcome }).await;
+        }
+        if let Some((key, job)) = self.runs.pop_front() {
+            let outcome = self.execute(&key, &job).await?;
+            return self.handle(Input::ExecutionFinished { key, outcome }).await;
+        }
+        let now = self.clock.now_ms();
+        let idle = matches!(self.link.session().state(), crate::mqtt::State::Disconnected);
+        if idle && now >= self.next_connect_ms {
+            let will = to_will(self.core.last_will());
+            self.link.session().set_will(Some(will));
+            if let Err(error) = self.link.connect(self.clock, QUIET_MS).await {
+                self.console.line(format_args!("mqtt: cannot connect: {error}"));
+                self.schedule_reconnect();
+            }
+            return Ok(());
+        }
+        let until = if idle { self.next_tick_ms.min(self.next_connect_ms) } else { self.next_tick_ms };
+        match self.link.next_event(self.clock, until).await {
+            Ok(Some(event)) => self.on_event(event).await?,
+            Ok(None) => {}
+            Err(error) => {
+                self.console.line(format_args!("mqtt: link lost: {error}"));
+                self.schedule_reconnect();
+            }
+        }
+        if self.clock.now_ms() >= self.next_tick_ms {
+            self.next_tick_ms = self.clock.now_ms().saturating_add(TICK_MS);
+            self.handle(Input::Tick).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), AgentError> {
+        match event {
+            Event::Connected { session_present } => {
+                self.console.line(format_args!("mqtt: connected (session present: {session_present})"));
+                self.backoff_ms = MIN_BACKOFF_MS;
+                self.handle(Input::LinkUp).await
+            }
+            Event::Message { topic, payload, token, .. } => {
+                // QoS 0 messages have no token; 0 names none (session tokens are never 0).
+                let delivery = DeliveryToken(token.map_or(0, |t| t.0));
+                let started = self.clock.now_ms();
+                self.handle(Input::Message { topic: &topic, payload: &payload, delivery }).await?;
+                let took = self.clock.now_ms().saturating_sub(started);
+                self.console
+                    .line(format_args!("agent: {} byte message on {topic} handled in {took} ms", payload.len()));
+                Ok(())
+            }
+            Event::Skipped { topic, len } => {
+                self.console.line(format_args!("mqtt: dropped a {len} byte message on {topic}: over the packet limit"));
+                Ok(())
+            }
+            Event::Subscribed { granted: false, .. } => {
+                self.console.line(format_args!("mqtt: a subscription was refused"));
+                Ok(())
+            }
+            Event::Published { .. } | Event::Subscribed { .. } | Event::Unsubscribed { .. } => Ok(()),
+        }
+    }
+
+    /// Feeds one input to the core and performs its actions, in order.
+    async fn handle(&mut self, input: Input<'_>) -> Result<(), AgentError> {
+        let now = Now::new(self.clock.now_ms(), self.clock.unix_time());
+        let actions = self.core.handle(input, now);
+        for action in actions {
+            self.perform(action).await?;
+        }
+        if self.link.flush().await.is_err() {
+            self.console.line(format_args!("mqtt: link lost while writing"));
+        }
+        Ok(())
+    }
+
+    async fn perform(&mut self, action: Action) -> Result<(), AgentError> {
+        let session = self.link.session();
+        let result = match action {
+            Action::Persist(ops) => {
+                self.journal.append(&ops).await?;
+                for op in &ops {
+                    if let StoreOp::AckEvents { through_seq } = op {
+                        self.console.line(format_args!("journal: events acked through {through_seq}"));
+                    }
+                }
+                Ok(())
+            }
+            Action::Publish(Publish { topic, payload, qos, retain }) => {
+                session.publish(&topic, &payload, qos_of(qos), retain).map(drop)
+            }
+            Action::AckDelivery(DeliveryToken(token)) => {
+                session.ack(Token(token));
+                Ok(())
+            }
+            Action::Run { key, job } => {
+                self.console.line(format_args!("job: queued {}", Key(&key)));
+                self.runs.push_back((key, job));
+                Ok(())
+            }
+            Action::Stop { key } => {
+                if let Some(at) = self.runs.iter().position(|(k, _)| *k == key) {
+                    self.runs.remove(at);
+                    self.stopped.push_back(key);
+                }
+                Ok(())
+            }
+            Action::Subscribe { topic, qos } => session.subscribe(&topic, qos_of(qos)).map(drop),
+            Action::Unsubscribe { topic } => session.unsubscribe(&topic).map(drop),
+            Action::Notice(notice) => {
+                self.console.line(format_args!("agent: {}", NoticeText(&notice)));
+                Ok(())
+            }
+        };
+        match result {
+            // The core republishes and resubscribes after the next LinkUp.
+            Ok(()) | Err(SessionError::NotConnected) => Ok(()),
+            Err(error) => {
+                self.console.line(format_args!("mqtt: {error}"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one execution to its end.
+    async fn execute(&mut self, key: &ExecutionKey, job: &JobSpec) -> Result<Outcome, AgentError> {
+        let loaded;
+        let module: &[u8] = match &job.module {
+            ModuleSource::Inline(bytes) => bytes,
+            ModuleSource::Chunked(spec) => match self.journal.load_module(spec.hash).await? {
+                Some(bytes) if module_matches(&bytes, spec) => {
+                    loaded = bytes;
+                    &loaded
+                }
+                _ => {
+                    self.handle(Input::ModuleLost { hash: spec.hash }).await?;
+                    return Ok(failed(FailReason::ModuleUnavailable, "the stored module is gone or damaged"));
+                }
+            },
+        };
+        self.console.line(format_args!("job: running {}", Key(key)));
+        let started = self.clock.now_ms();
+        let outcome = match self.executor.run(&Job::from_spec(job, module), NoInputs) {
+            Ok(report) => Outcome::Succeeded(report),
+            Err(failure) => {
+                Outcome::Failed { reason: failure.reason, message: failure.message, report: failure.report }
+            }
+        };
+        let (verdict, fuel) = match &outcome {
+            Outcome::Succeeded(report) => ("succeeded", report.fuel_used),
+            Outcome::Failed { report, .. } => ("failed", report.fuel_used),
+        };
+        self.console.line(format_args!(
+            "job: {verdict} {} in {} ms, {fuel} fuel",
+            Key(key),
+            self.clock.now_ms().saturating_sub(started)
+        ));
+        if let Some(heap) = self.console.heap() {
+            self.console.line(format_args!("heap: peak {} of {} bytes (in use {})", heap.peak, heap.size, heap.used));
+        }
+        Ok(outcome)
+    }
+
+    fn schedule_reconnect(&mut self) {
+        self.next_connect_ms = self.clock.now_ms().saturating_add(self.backoff_ms);
+        self.backoff_ms = self.backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
+    }
+}
+
+fn qos_of(qos: fleet_agent_core::QoS) -> QoS {
+    match qos {
+        fleet_agent_core::QoS::AtMostOnce => QoS::AtMostOnce,
+        fleet_agent_core::QoS::AtLeastOnce => QoS::AtLeastOnce,
+    }
+}
+
+fn to_will(will: Publish) -> Will {
+    Will { topic: will.topic, payload: will.payload, qos: qos_of(will.qos), retain: will.retain }
+}
+
+fn failed(reason: FailReason, message: &str) -> Outcome {
+    Outcome::Failed { reason, message: String::from(message), report: RunReport::default() }
+}
+
+/// A notice as a log line. Written out instead of `Debug`: the derived formatting of
+/// every type a notice can carry costs flash the board does not have to spare.
+struct NoticeText<'n>(&'n Notice);
+
+impl fmt::Display for NoticeText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Notice::IgnoredTopic => f.write_str("a message on a topic the agent does not read"),
+            Notice::EnvelopeRejected(reason) => write!(f, "envelope rejected: {reason}"),
+            Notice::RejectionNotReported => f.write_str("the outbox is full: a rejection was not reported"),
+            Notice::AckRefused(reason) => write!(f, "event ack refused: {reason}"),
+            Notice::RotationRefused(reason) => write!(f, "key rotation refused: {reason}"),
+            Notice::RotationApplied { rotation_seq } => write!(f, "key rotation {rotation_seq} applied"),
+            Notice::ChunkRefused(error) => write!(f, "module chunk refused: {error}"),
+            Notice::UnexpectedChunk => f.write_str("a module chunk nobody asked for"),
+            Notice::UnknownExecution(key) => write!(f, "finished execution {} is unknown", Key(key)),
+            Notice::EventNotEncoded => f.write_str("an event could not be encoded"),
+        }
+    }
+}
+
+/// An execution key as one log word: `job/device/attempt`.
+struct Key<'k>(&'k ExecutionKey);
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.0.job_id, self.0.device_id, self.0.attempt)
+    }
+}
