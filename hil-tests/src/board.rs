@@ -1,0 +1,417 @@
+//! Microcontroller boards as devices under test: QEMU's `mps2-an386` now, a real board
+//! on a bench through the same trait.
+//!
+//! Why a trait at the hardware boundary ([`Board`]) and not at the device: everything
+//! above it is the same for every board (the device is provisioned with `fleetctl device
+//! provision --kind mcu`, its config block is built from the `agent.postcard` that
+//! writes, its link goes through its own fault proxy, a power cycle is off then on on
+//! the same flash). What differs is four verbs: put the config where the firmware reads
+//! it, power on with the serial link bridged to a TCP address, cut the power, say
+//! whether it runs. So a real board plugs in by implementing those four, or with no
+//! code at all through [`CommandBoard`] (shell commands for probe-rs and a serial
+//! bridge); README.md shows both.
+//!
+//! The firmware speaks MQTT over its UART. QEMU bridges UART0 to TCP itself
+//! (`-serial tcp:HOST:PORT,reconnect=1`); a real board needs a serial-to-TCP bridge
+//! (`socat`, `ser2net`) on the bench host. Either way the TCP end is the device's fault
+//! proxy, so every link fault applies to boards exactly as to Linux agents.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bins::find_program;
+use crate::device::{Device, DeviceKind};
+use crate::error::{HarnessError, Result, io};
+use crate::process::{ChildProcess, Logs, run_to_end};
+
+/// The hardware side of a board.
+pub trait Board: Send {
+    /// Writes the provisioned config block ([`config_block`]) where the firmware reads
+    /// it: the start of the config partition of its flash.
+    fn install_config(&mut self, block: &[u8]) -> Result<()>;
+
+    /// Powers the board on, its serial link bridged to `broker` (the device's fault
+    /// proxy). Its flash keeps what the last run wrote.
+    fn power_on(&mut self, broker: SocketAddr) -> Result<()>;
+
+    /// Cuts the power at once.
+    fn power_off(&mut self) -> Result<()>;
+
+    /// Whether it is powered and running.
+    fn is_powered(&mut self) -> bool;
+
+    /// Its console (semihosting output, RTT, or the bridge's messages).
+    fn logs(&self) -> &Logs;
+}
+
+/// The config block the firmware reads from flash (`firmware-sdk/sdk/src/config.rs`):
+/// magic `FLTC`, block format 1 (u16 LE), reserved (u16), payload length (u32 LE),
+/// CRC-32/ISO-HDLC of the payload (u32 LE), then the payload, which is the postcard
+/// `DeviceConfig` that `fleetctl device provision --kind mcu` writes as `agent.postcard`.
+pub fn config_block(postcard: &[u8]) -> Result<Vec<u8>> {
+    let len = u32::try_from(postcard.len())
+        .map_err(|_| HarnessError::Usage(format!("a {} byte device config is too large", postcard.len())))?;
+    let mut block = Vec::with_capacity(16 + postcard.len());
+    block.extend_from_slice(b"FLTC");
+    block.extend_from_slice(&1u16.to_le_bytes());
+    block.extend_from_slice(&0u16.to_le_bytes());
+    block.extend_from_slice(&len.to_le_bytes());
+    block.extend_from_slice(&crc32fast::hash(postcard).to_le_bytes());
+    block.extend_from_slice(postcard);
+    Ok(block)
+}
+
+/// Where the firmware workspace's builds go: `$FLEET_FIRMWARE_TARGET_DIR`, else
+/// `$CARGO_TARGET_DIR-fw` when a target dir is set (as CI sets it), else
+/// `firmware-sdk/target`.
+pub fn firmware_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLEET_FIRMWARE_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(target) => {
+            let mut fw = target;
+            fw.push("-fw");
+            PathBuf::from(fw)
+        }
+        None => crate::bins::workspace_dir().join("firmware-sdk/target"),
+    }
+}
+
+/// The command that builds the firmware images (run in `firmware-sdk/`).
+pub const FIRMWARE_BUILD: &str =
+    "cargo build --release --target thumbv7em-none-eabihf -p fleet-board-mps2-an386 --bins";
+
+/// The firmware agent image for QEMU `mps2-an386`: `$FLEET_FIRMWARE_AGENT`, else the
+/// `agent` image in [`firmware_target_dir`].
+pub fn firmware_image() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FLEET_FIRMWARE_AGENT") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = firmware_target_dir().join("thumbv7em-none-eabihf/release/agent");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Unavailable {
+            what: format!("the firmware agent image ({})", path.display()),
+            how: format!("build it: `cd firmware-sdk && {FIRMWARE_BUILD}`, or set FLEET_FIRMWARE_AGENT"),
+        })
+    }
+}
+
+/// Builds the firmware images (the same command as the firmware's own QEMU tests, into
+/// the same target dir, so neither builds twice) and returns the agent image.
+///
+/// The firmware is its own cargo workspace with its own target dir, so this nested
+/// build never waits on, or invalidates, the host workspace's build.
+pub fn build_firmware_image() -> Result<PathBuf> {
+    if std::env::var_os("FLEET_FIRMWARE_AGENT").is_some() {
+        return firmware_image();
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(crate::bins::workspace_dir().join("firmware-sdk"))
+        .env("CARGO_TARGET_DIR", firmware_target_dir())
+        .args(["build", "--release", "--target", "thumbv7em-none-eabihf", "-p", "fleet-board-mps2-an386", "--bins"]);
+    let status = command.status().map_err(|e| HarnessError::Build {
+        command: format!("cd firmware-sdk && {FIRMWARE_BUILD}"),
+        status: format!("cannot run cargo: {e}"),
+    })?;
+    if !status.success() {
+        return Err(HarnessError::Build {
+            command: format!("cd firmware-sdk && {FIRMWARE_BUILD}"),
+            status: status.to_string(),
+        });
+    }
+    firmware_image()
+}
+
+/// Whether emulated boards can run here: the image is built and QEMU is installed.
+pub fn qemu_boards_available() -> Result<PathBuf> {
+    let image = firmware_image()?;
+    find_program("qemu-system-arm").ok_or_else(|| HarnessError::Unavailable {
+        what: "qemu-system-arm".into(),
+        how: "apt-get install -y qemu-system-arm".into(),
+    })?;
+    Ok(image)
+}
+
+/// QEMU `mps2-an386` running the firmware agent, its flash a file in its own directory.
+#[derive(Debug)]
+pub struct QemuBoard {
+    image: PathBuf,
+    dir: PathBuf,
+    flash_bytes: usize,
+    logs: Logs,
+    child: Option<ChildProcess>,
+}
+
+impl QemuBoard {
+    /// The flash file's name: the board's `flash::DEFAULT_FILE`, opened by semihosting in
+    /// QEMU's working directory.
+    pub const FLASH_FILE: &'static str = "fleet-flash.bin";
+    /// The flash file's size: the board's `LAYOUT.len()` (one config page and 63 store
+    /// pages of 4 KiB).
+    pub const FLASH_BYTES: usize = 64 * 4096;
+
+    /// A board running `image`, keeping its flash and console log in `dir`.
+    pub fn new(image: &Path, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let logs = Logs::new(&dir.join("console.log"))?;
+        Ok(Self {
+            image: image.to_path_buf(),
+            dir: dir.to_path_buf(),
+            flash_bytes: Self::FLASH_BYTES,
+            logs,
+            child: None,
+        })
+    }
+
+    /// The flash file.
+    pub fn flash_path(&self) -> PathBuf {
+        self.dir.join(Self::FLASH_FILE)
+    }
+}
+
+impl Board for QemuBoard {
+    fn install_config(&mut self, block: &[u8]) -> Result<()> {
+        if block.len() > 4096 {
+            return Err(HarnessError::Usage(format!(
+                "a {} byte config block does not fit its 4 KiB page",
+                block.len()
+            )));
+        }
+        let mut flash = vec![0xffu8; self.flash_bytes];
+        flash[..block.len()].copy_from_slice(block);
+        let path = self.flash_path();
+        std::fs::write(&path, flash).map_err(io(format!("cannot write {}", path.display())))
+    }
+
+    fn power_on(&mut self, broker: SocketAddr) -> Result<()> {
+        if self.is_powered() {
+            return Ok(());
+        }
+        let qemu = find_program("qemu-system-arm").ok_or_else(|| HarnessError::Unavailable {
+            what: "qemu-system-arm".into(),
+            how: "apt-get install -y qemu-system-arm".into(),
+        })?;
+        let mut command = Command::new(qemu);
+        command
+            .current_dir(&self.dir)
+            .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-serial")
+            .arg(format!("tcp:{broker},reconnect=1"))
+            .arg("-kernel")
+            .arg(&self.image);
+        self.child = Some(ChildProcess::spawn("qemu mps2-an386", command, &self.logs)?);
+        Ok(())
+    }
+
+    fn power_off(&mut self) -> Result<()> {
+        match self.child.as_mut() {
+            Some(child) => child.kill(),
+            None => Ok(()),
+        }
+    }
+
+    fn is_powered(&mut self) -> bool {
+        self.child.as_mut().is_some_and(ChildProcess::is_running)
+    }
+
+    fn logs(&self) -> &Logs {
+        &self.logs
+    }
+}
+
+/// A real board on a bench, driven by shell commands (run with `sh -c`). Placeholders:
+/// `{config_block}` (a file holding the block), `{broker_host}`, `{broker_port}`.
+///
+/// ```text
+/// flash_config: probe-rs download --chip STM32F407VGTx --binary-format bin --base-address 0x080E0000 {config_block}
+/// power_on:     probe-rs reset --chip STM32F407VGTx
+/// bridge:       socat /dev/ttyUSB0,raw,echo=0,b115200 TCP:{broker_host}:{broker_port},forever,interval=1
+/// power_off:    probe-rs reset --chip STM32F407VGTx --halt   (or a USB relay's off command)
+/// ```
+#[derive(Debug)]
+pub struct CommandBoard {
+    /// Writes `{config_block}` to the board's config partition.
+    pub flash_config: String,
+    /// Runs to its end to power the board on (a reset, a relay).
+    pub power_on: String,
+    /// Runs as long as the board is on: bridges its serial port to the broker.
+    pub bridge: String,
+    /// Runs to its end to cut the power (a halt, a relay); empty for none.
+    pub power_off: String,
+    dir: PathBuf,
+    logs: Logs,
+    bridge_child: Option<ChildProcess>,
+}
+
+impl CommandBoard {
+    /// A board driven by these commands, keeping its files and log in `dir`.
+    pub fn new(dir: &Path, flash_config: &str, power_on: &str, bridge: &str, power_off: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let logs = Logs::new(&dir.join("bridge.log"))?;
+        Ok(Self {
+            flash_config: flash_config.into(),
+            power_on: power_on.into(),
+            bridge: bridge.into(),
+            power_off: power_off.into(),
+            dir: dir.to_path_buf(),
+            logs,
+            bridge_child: None,
+        })
+    }
+
+    /// Fills in a command's placeholders.
+    pub fn expand(template: &str, config_block: &Path, broker: Option<SocketAddr>) -> String {
+        let mut text = template.replace("{config_block}", &config_block.display().to_string());
+        if let Some(broker) = broker {
+            text = text.replace("{broker_host}", &broker.ip().to_string());
+            text = text.replace("{broker_port}", &broker.port().to_string());
+        }
+        text
+    }
+
+    fn block_path(&self) -> PathBuf {
+        self.dir.join("config-block.bin")
+    }
+
+    fn run(&self, what: &str, script: &str) -> Result<()> {
+        if script.trim().is_empty() {
+            return Ok(());
+        }
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        let (status, stdout, stderr) = run_to_end(command, Duration::from_secs(120))?;
+        for line in stdout.lines().chain(stderr.lines()) {
+            self.logs.push(line);
+        }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Process {
+                what: format!("the board's {what} command `{script}` failed: {status}"),
+                log: self.logs.path().to_path_buf(),
+            })
+        }
+    }
+}
+
+impl Board for CommandBoard {
+    fn install_config(&mut self, block: &[u8]) -> Result<()> {
+        let path = self.block_path();
+        std::fs::write(&path, block).map_err(io(format!("cannot write {}", path.display())))?;
+        self.run("flash_config", &Self::expand(&self.flash_config, &path, None))
+    }
+
+    fn power_on(&mut self, broker: SocketAddr) -> Result<()> {
+        let block = self.block_path();
+        let mut command = Command::new("sh");
+        command.args(["-c", &Self::expand(&self.bridge, &block, Some(broker))]);
+        self.bridge_child = Some(ChildProcess::spawn("serial bridge", command, &self.logs)?);
+        self.run("power_on", &Self::expand(&self.power_on, &block, Some(broker)))
+    }
+
+    fn power_off(&mut self) -> Result<()> {
+        let block = self.block_path();
+        self.run("power_off", &Self::expand(&self.power_off, &block, None))?;
+        match self.bridge_child.as_mut() {
+            Some(child) => child.kill(),
+            None => Ok(()),
+        }
+    }
+
+    fn is_powered(&mut self) -> bool {
+        self.bridge_child.as_mut().is_some_and(ChildProcess::is_running)
+    }
+
+    fn logs(&self) -> &Logs {
+        &self.logs
+    }
+}
+
+/// A board as a [`Device`]: powered on with its link bridged to its fault proxy.
+pub struct BoardDevice {
+    id: String,
+    board: Box<dyn Board>,
+    broker: SocketAddr,
+}
+
+impl std::fmt::Debug for BoardDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoardDevice").field("id", &self.id).field("broker", &self.broker).finish_non_exhaustive()
+    }
+}
+
+impl BoardDevice {
+    /// Device `id` on `board`, connecting through `broker` (its proxy). The config block
+    /// must already be installed.
+    pub fn new(id: &str, board: Box<dyn Board>, broker: SocketAddr) -> Self {
+        Self { id: id.to_string(), board, broker }
+    }
+}
+
+impl Device for BoardDevice {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Mcu
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.board.power_on(self.broker)
+    }
+
+    fn power_cut(&mut self) -> Result<()> {
+        self.board.power_off()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        // A board has no clean shutdown: its last-will says it went.
+        self.board.power_off()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.board.is_powered()
+    }
+
+    fn logs(&self) -> &Logs {
+        self.board.logs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_config_block_has_the_firmware_header() {
+        let block = config_block(b"abc").unwrap();
+        assert_eq!(&block[..4], b"FLTC");
+        assert_eq!(u16::from_le_bytes([block[4], block[5]]), 1);
+        assert_eq!(u32::from_le_bytes([block[8], block[9], block[10], block[11]]), 3);
+        // CRC-32/ISO-HDLC check value of "123456789" is 0xCBF43926.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(&block[16..], b"abc");
+    }
+
+    #[test]
+    fn command_placeholders_are_filled_in() {
+        let broker: SocketAddr = "127.0.0.1:4711".parse().unwrap();
+        let text = CommandBoard::expand(
+            "socat /dev/ttyUSB0,raw TCP:{broker_host}:{broker_port}; flash {config_block}",
+            Path::new("/tmp/b.bin"),
+            Some(broker),
+        );
+        assert_eq!(text, "socat /dev/ttyUSB0,raw TCP:127.0.0.1:4711; flash /tmp/b.bin");
+    }
+}
