@@ -266,6 +266,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         published_rotation: 0,
         published_status: HashMap::new(),
         connected_once: false,
+        online_since_fresh_broker: HashSet::new(),
         broker_label: format!("{host}:{port}"),
         last_heartbeat: 0,
     };
@@ -332,6 +333,11 @@ struct Server {
     published_rotation: u64,
     published_status: HashMap<JobId, (JobState, u32, JobCounts)>,
     connected_once: bool,
+    /// Devices whose online status the controller has seen since it last connected to a
+    /// broker that had lost its state. A device's first online status after that is the
+    /// moment to send its unanswered envelopes again: the agent publishes it only once
+    /// it has subscribed, and its old subscription died with the old broker.
+    online_since_fresh_broker: HashSet<String>,
     broker_label: String,
     last_heartbeat: u64,
 }
@@ -375,6 +381,7 @@ impl Server {
                 // A broker without our session (first start, or it lost state) has none of
                 // the retained documents or in-flight envelopes either: publish them again.
                 if !self.connected_once || !session_present {
+                    self.online_since_fresh_broker.clear();
                     self.republish_all().await?;
                 }
                 self.connected_once = true;
@@ -444,11 +451,15 @@ impl Server {
                         if !self.store.set_device_status(&status.device_id, &json, now)? {
                             warn!(device, "status from an unknown device dropped");
                             self.count("status.malformed");
-                        } else if status.state == Presence::Online && !was_online {
+                        } else if status.state == Presence::Online
+                            && (self.online_since_fresh_broker.insert(device.to_owned()) || !was_online)
+                        {
                             // A device that just came online may never have had a session
-                            // at the broker (first connect), so anything sent before is
-                            // gone: send it again, the same bytes (the agent drops a copy
-                            // it already has by its sequence number).
+                            // at the broker (first connect, or a broker that restarted
+                            // without its state; its last-will died with it, so it never
+                            // looked offline), so anything sent before is gone: send it
+                            // again, the same bytes (the agent drops a copy it already has
+                            // by its sequence number).
                             let pending = self.store.unanswered_envelopes_for(&status.device_id)?;
                             if !pending.is_empty() {
                                 info!(

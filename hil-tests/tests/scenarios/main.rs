@@ -60,7 +60,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "s04b_controller_restart_between_batches",
         run: s04_controller_restart::run_between_batches,
-        ignore: Some("controller bug: a batch sent right after a restart is lost (README, Known failures)"),
+        ignore: None,
     },
     Scenario { name: "s05_power_cycle_during_job", run: s05_power_cycle::run, ignore: None },
     Scenario { name: "s06_offline_device_gets_job_or_times_out", run: s06_offline_device::run, ignore: None },
