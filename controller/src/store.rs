@@ -1059,6 +1059,13 @@ impl Store {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // The common case, a database already at this version, is checked without a write
+    // lock: every fleetctl command opens the store, and a read (`job status` while
+    // `serve` is busy) must not queue behind writers for it.
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if usize::try_from(current).is_ok_and(|current| current == MIGRATIONS.len()) {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let current = usize::try_from(current).unwrap_or(0);
