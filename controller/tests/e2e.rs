@@ -18,19 +18,8 @@ use fleet_controller::datadir::DataDir;
 use fleet_controller::model::{ExecState, RolloutParams, Target};
 use fleet_controller::server::{self, BrokerChoice, RunningController, ServeConfig};
 use fleet_controller::store::Store;
-use fleet_schemas::{EventKind, JobId, JobState, KeyRing, Order, Presence, RunReport, Trusted};
+use fleet_schemas::{EventKind, JobId, JobState, Order, RunReport};
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, MqttOptions, QoS};
-
-/// A data directory with `names` provisioned, and the keys devices trust.
-fn fleet(dir: &std::path::Path, names: &[&str]) -> (DataDir, KeyRing) {
-    let data = DataDir::new(dir.join("fleet-data"));
-    let mut store = data.open_or_init().unwrap();
-    for name in names {
-        add_device(&mut store, name, "site=a");
-    }
-    let keys = store.trusted_job_keys().unwrap().iter().map(|k| Trusted::new(&k.public_key).unwrap()).collect();
-    (data, KeyRing::new(keys).unwrap())
-}
 
 async fn start_embedded(data: &DataDir) -> RunningController {
     let config = ServeConfig::new(data.path(), BrokerChoice::Embedded { listen: ([127, 0, 0, 1], 0).into() });
@@ -56,25 +45,7 @@ async fn a_job_runs_on_every_device_and_redelivery_and_garbage_change_nothing() 
     // The CLI's side: another connection to the same database.
     let mut cli = data.open().unwrap();
     let job = add_job(&mut cli, 1, Target::All, &names, RolloutParams::default());
-    wait_until("the job to complete", || job_state(&cli, &job) == JobState::Completed).await;
-
-    let executions = cli.executions(&job).unwrap();
-    assert_eq!(executions.len(), names.len());
-    for row in &executions {
-        assert_eq!(row.state, ExecState::Succeeded);
-        assert_eq!(row.output.as_deref(), Some(format!("ok from {}", row.device_id).as_bytes()));
-        assert_eq!(row.envelope_seq, Some(1));
-    }
-    for sim in &mut sims {
-        sim.wait_acked(3).await; // Accepted, Started, Succeeded
-        let envelopes = sim.envelopes();
-        assert_eq!(envelopes.len(), 1);
-        assert!(matches!(&envelopes[0].2, Order::Run { attempt: 1, job: spec } if spec.job_id == job));
-    }
-    wait_until("device statuses", || {
-        cli.devices().unwrap().iter().all(|d| d.status.as_ref().is_some_and(|s| s.state == Presence::Online))
-    })
-    .await;
+    assert_every_device_succeeded(&cli, &job, &mut sims).await;
 
     // Redelivery: gw-1 publishes its Succeeded event again (same bytes, same seq), then
     // garbage, then a fresh event. The fresh event's ack proves the two before it were

@@ -4,15 +4,18 @@
 pub mod sim;
 
 use fleet_controller::auth::password_hash;
-use fleet_controller::model::{DeviceKind, Labels, RolloutParams, Target, parse_labels};
+use fleet_controller::datadir::DataDir;
+use fleet_controller::model::{DeviceKind, ExecState, Labels, RolloutParams, Target, parse_labels};
 use fleet_controller::signer::prepare_module;
 use fleet_controller::store::{NewDevice, NewJob, Store};
 use fleet_schemas::digest::sha256;
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::{
-    DeviceId, EVENT_VERSION, EventKind, ExecutionEvent, ExecutionKey, JobId, JobSpec, Limits, ModuleSource,
-    Requirements, SignedMessage, SigningKey,
+    DeviceId, EVENT_VERSION, EventKind, ExecutionEvent, ExecutionKey, JobId, JobSpec, JobState, KeyRing, Limits,
+    ModuleSource, Order, Presence, Requirements, SignedMessage, SigningKey, Trusted,
 };
+
+use sim::{Sim, wait_until};
 
 /// A tiny valid WebAssembly module (the header of an empty module).
 pub const MODULE: &[u8] = b"\0asm\x01\0\0\0";
@@ -38,7 +41,9 @@ pub fn new_device(name: &str, labels: &str) -> NewDevice {
         labels: parse_labels(labels).unwrap(),
         public_key: public_key_of(&device_key(name)).1,
         password_hash: password_hash(password(name).as_bytes()),
-        mosquitto_hash: fleet_controller::acl::mosquitto_hash(&password(name), b"salt"),
+        // 12 bytes of salt, as `fleetctl device provision` uses: mosquitto drops an entry
+        // whose salt is any other length ("Unable to decode password salt").
+        mosquitto_hash: fleet_controller::acl::mosquitto_hash(&password(name), b"salt-12bytes"),
     }
 }
 
@@ -92,4 +97,40 @@ pub fn event(device: &str, job: JobId, attempt: u32, seq: u64, kind: EventKind) 
         kind,
     };
     SignedMessage::sign(&event, &device_key(device)).unwrap().to_bytes().unwrap()
+}
+
+/// A data directory with `names` provisioned (label `site=a`), and the keys devices trust.
+pub fn fleet(dir: &std::path::Path, names: &[&str]) -> (DataDir, KeyRing) {
+    let data = DataDir::new(dir.join("fleet-data"));
+    let mut store = data.open_or_init().unwrap();
+    for name in names {
+        add_device(&mut store, name, "site=a");
+    }
+    let keys = store.trusted_job_keys().unwrap().iter().map(|k| Trusted::new(&k.public_key).unwrap()).collect();
+    (data, KeyRing::new(keys).unwrap())
+}
+
+/// Waits for `job` (sent to every device of `sims`, which answer in [`sim::Mode::Auto`])
+/// to complete, then checks what the store and the devices saw: every execution
+/// succeeded with its device's output, one envelope (seq 1) per device, all three events
+/// acked, every device online.
+pub async fn assert_every_device_succeeded(store: &Store, job: &JobId, sims: &mut [Sim]) {
+    wait_until("the job to complete", || store.job(job).unwrap().unwrap().state == JobState::Completed).await;
+    let executions = store.executions(job).unwrap();
+    assert_eq!(executions.len(), sims.len());
+    for row in &executions {
+        assert_eq!(row.state, ExecState::Succeeded);
+        assert_eq!(row.output.as_deref(), Some(format!("ok from {}", row.device_id).as_bytes()));
+        assert_eq!(row.envelope_seq, Some(1));
+    }
+    for sim in sims.iter_mut() {
+        sim.wait_acked(3).await; // Accepted, Started, Succeeded
+        let envelopes = sim.envelopes();
+        assert_eq!(envelopes.len(), 1);
+        assert!(matches!(&envelopes[0].2, Order::Run { attempt: 1, job: spec } if spec.job_id == *job));
+    }
+    wait_until("device statuses", || {
+        store.devices().unwrap().iter().all(|d| d.status.as_ref().is_some_and(|s| s.state == Presence::Online))
+    })
+    .await;
 }

@@ -14,7 +14,7 @@ use fleet_schemas::{
     ReplayState, RunReport, RuntimeClass, SignedMessage, SigningKey, Topics, Trusted, verify_ack, verify_envelope,
     verify_rotation,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::watch;
 
 use super::{device_id, device_key, password};
@@ -43,6 +43,9 @@ pub enum Mode {
 /// Every envelope a device received, duplicates included: (seq, raw bytes, order).
 pub type Received = Vec<(u64, Vec<u8>, Order)>;
 
+/// Publishes on topics the device does not expect: (topic, payload).
+pub type Foreign = Vec<(String, Vec<u8>)>;
+
 /// A device played by the test.
 pub struct Sim {
     pub id: DeviceId,
@@ -53,6 +56,10 @@ pub struct Sim {
     pub envelopes: Arc<Mutex<Received>>,
     /// Module chunks received (raw), in arrival order.
     pub chunks: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Publishes on any other topic (another device's jobs or acks, say): (topic, payload).
+    pub foreign: Arc<Mutex<Foreign>>,
+    /// The return codes of every SUBACK, in arrival order.
+    pub subacks: Arc<Mutex<Vec<Vec<SubscribeReasonCode>>>>,
     pub acked: watch::Receiver<u64>,
     pub ready: watch::Receiver<bool>,
     pub task: tokio::task::JoinHandle<()>,
@@ -86,10 +93,12 @@ impl Sim {
         let next_event = Arc::new(AtomicU64::new(1));
         let envelopes = Arc::new(Mutex::new(Vec::new()));
         let chunks = Arc::new(Mutex::new(Vec::new()));
+        let foreign = Arc::new(Mutex::new(Vec::new()));
+        let subacks = Arc::new(Mutex::new(Vec::new()));
         let (acked_tx, acked) = watch::channel(0u64);
         let (ready_tx, ready) = watch::channel(false);
         let task = {
-            let (client, id, key, topics, next_event, envelopes, chunks) = (
+            let (client, id, key, topics, next_event, envelopes, chunks, foreign, subacks) = (
                 client.clone(),
                 id.clone(),
                 key.clone(),
@@ -97,6 +106,8 @@ impl Sim {
                 next_event.clone(),
                 envelopes.clone(),
                 chunks.clone(),
+                foreign.clone(),
+                subacks.clone(),
             );
             tokio::spawn(async move {
                 let mut replay = ReplayState::default();
@@ -134,7 +145,8 @@ impl Sim {
                                 .await
                                 .unwrap();
                         }
-                        Event::Incoming(Packet::SubAck(_)) => {
+                        Event::Incoming(Packet::SubAck(ack)) => {
+                            subacks.lock().unwrap().push(ack.return_codes);
                             let _ = ready_tx.send(true);
                         }
                         Event::Incoming(Packet::Publish(p)) if p.topic.starts_with("fleet/modules/") => {
@@ -198,13 +210,20 @@ impl Sim {
                                     .unwrap();
                             }
                         }
+                        Event::Incoming(Packet::Publish(p)) => {
+                            foreign.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()));
+                        }
                         _ => {}
                     }
                 }
             })
         };
-        let mut sim = Sim { id, key, client, topics, next_event, envelopes, chunks, acked, ready, task };
-        sim.ready.wait_for(|ready| *ready).await.unwrap();
+        let mut sim =
+            Sim { id, key, client, topics, next_event, envelopes, chunks, foreign, subacks, acked, ready, task };
+        tokio::time::timeout(GUARD, sim.ready.wait_for(|ready| *ready))
+            .await
+            .unwrap_or_else(|_| panic!("hang guard: {name} never subscribed (credentials refused?)"))
+            .unwrap();
         sim
     }
 
