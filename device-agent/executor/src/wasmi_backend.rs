@@ -46,6 +46,7 @@ const MIN_STACK_BYTES: usize = 1024;
 
 /// Runs jobs on wasmi.
 pub struct WasmiExecutor {
+    wasm: Config,
     engine: Engine,
     linker: Linker<Data>,
     config: ExecutorConfig,
@@ -91,7 +92,7 @@ impl WasmiExecutor {
         let clock: Option<Box<dyn Clock>> = Some(Box::new(crate::control::StdClock::new()));
         #[cfg(not(feature = "std"))]
         let clock: Option<Box<dyn Clock>> = None;
-        Ok(Self { engine, linker, config, cache, clock })
+        Ok(Self { wasm, engine, linker, config, cache, clock })
     }
 
     /// Uses `clock` for timeouts and `duration_ms` (the firmware's timer).
@@ -133,12 +134,15 @@ impl WasmiExecutor {
             self.config.max_open_inputs,
             self.config.caps,
         );
+        // Prepare first: it may start a fresh engine, and the store must live in the
+        // engine the module was compiled in.
+        let prepared = self.prepare(job.module);
         let mut store =
             Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
         store.limiter(|data| &mut data.cap);
 
         let mut fuel_given = 0;
-        let ending = match self.prepare(job.module) {
+        let ending = match prepared {
             Err(message) => Ending::Unsupported(message),
             Ok(module) => self.execute(&mut store, &module, job, &limits, started, &mut fuel_given),
         };
@@ -163,6 +167,15 @@ impl WasmiExecutor {
         let key = self.cache.enabled().then(|| sha256(bytes));
         if let Some(module) = self.cache.get(key.as_ref()) {
             return Ok(module);
+        }
+        if self.config.module_cache_entries <= 1 {
+            // A wasmi engine keeps the code of every module compiled in it for its whole
+            // life. With at most one module cached (the microcontroller default), the
+            // cached one is about to be replaced anyway: start a fresh engine so the
+            // heap holds one module's code, not every module the device has ever run.
+            self.cache.clear();
+            self.engine = Engine::new(&self.wasm);
+            self.linker = abi_linker(&self.engine).map_err(|e| format!("cannot set up the engine: {e}"))?;
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e}"))?;
         for import in module.imports() {

@@ -196,3 +196,48 @@ fn an_unprovisioned_board_says_so() {
     assert_eq!(board.wait_exit(BOOT), Some(1), "{board}");
     assert!(board.console().contains("not provisioned"), "{board}");
 }
+
+/// The heap in use printed after each job (`heap: peak P of S bytes (in use U)`).
+fn heap_in_use(console: &str) -> Vec<usize> {
+    console
+        .lines()
+        .filter_map(|line| line.strip_prefix("heap: ")?.split("(in use ").nth(1)?.strip_suffix(')')?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn many_jobs_in_a_row_do_not_grow_the_heap() {
+    const JOBS: u8 = 12;
+    /// Room for the allocator's fragmentation and the core's bounded history.
+    const SLACK: usize = 4 * 1024;
+    let dir = scratch_dir("agent-heap");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+
+    for n in 1..=JOBS {
+        let job = Fleet::job(100 + n, fleet_example_jobs::HELLO, &[], 0);
+        let job_id = job.job_id;
+        let envelope = fleet.envelope(job);
+        fleet.send_job(envelope);
+        let done = |r: &[Received]| {
+            r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == job_id && terminal(e)))
+        };
+        assert!(fleet.wait_until(JOB, done), "job {n}: no terminal event\n{board}");
+        let last = fleet.events().iter().find(|e| e.key.job_id == job_id && terminal(e)).cloned();
+        let last = last.unwrap_or_else(|| unreachable!()).clone();
+        assert!(matches!(last.kind, EventKind::Succeeded(_)), "job {n}: {last:?}\n{board}");
+        // Acked, so the outbox drains and only leaks are left to grow.
+        let through = fleet.events().iter().map(|e| e.event_seq).max().unwrap_or(0);
+        fleet.ack(through);
+        let stored = format!("journal: events acked through {through}");
+        assert!(board.wait_for(&stored, JOB), "job {n}: the ack was not stored\n{board}");
+    }
+
+    let used = heap_in_use(&board.console());
+    eprintln!("heap in use after each job: {used:?}");
+    assert_eq!(used.len(), usize::from(JOBS), "one heap line per job\n{board}");
+    assert!(used[used.len() - 1] <= used[1] + SLACK, "the heap grows with every job: {used:?}\n{board}");
+    board.kill();
+}
