@@ -202,8 +202,8 @@ async fn cancel_stops_running_devices_and_continuous_jobs_reach_new_devices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_too_large_for_an_envelope_travels_in_retained_chunks() {
     use fleet_controller::signer::prepare_module;
+    use fleet_schemas::ModuleSource;
     use fleet_schemas::chunk::{ChunkAssembler, ChunkProgress, ModuleChunk, module_matches};
-    use fleet_schemas::{JobSpec, Limits, ModuleSource, Requirements};
 
     let dir = tempfile::tempdir().unwrap();
     let (data, keys) = fleet(dir.path(), &["gw-1"]);
@@ -213,15 +213,7 @@ async fn a_module_too_large_for_an_envelope_travels_in_retained_chunks() {
     // 100 KB: over the 64 KiB envelope limit.
     let module: Vec<u8> = b"\0asm\x01\0\0\0".iter().copied().chain((0..100_000u32).map(|i| (i % 251) as u8)).collect();
     let job = job_id(5);
-    let spec = JobSpec {
-        job_id: job,
-        module: ModuleSource::Inline(Vec::new()),
-        entry: "run".into(),
-        args: vec![],
-        limits: Limits { fuel: 0, memory_pages: 0, timeout_ms: 0 },
-        requirements: Requirements::default(),
-        inputs: vec![],
-    };
+    let spec = bare_spec(job);
     let prepared = prepare_module(spec, &module).unwrap();
     assert!(prepared.chunks.is_some());
     let mut cli = data.open().unwrap();

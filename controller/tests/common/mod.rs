@@ -55,10 +55,9 @@ pub fn job_id(n: u8) -> JobId {
     JobId([n; 16])
 }
 
-/// Stores a job over `targets` (first attempts queued) and returns its id.
-pub fn add_job(store: &mut Store, n: u8, target: Target, targets: &[&str], params: RolloutParams) -> JobId {
-    let id = job_id(n);
-    let spec = JobSpec {
+/// A job spec with defaults everywhere: the module is filled in by `prepare_module`.
+pub fn bare_spec(id: JobId) -> JobSpec {
+    JobSpec {
         job_id: id,
         module: ModuleSource::Inline(Vec::new()),
         entry: "run".into(),
@@ -66,7 +65,13 @@ pub fn add_job(store: &mut Store, n: u8, target: Target, targets: &[&str], param
         limits: Limits { fuel: 0, memory_pages: 0, timeout_ms: 0 },
         requirements: Requirements::default(),
         inputs: vec![],
-    };
+    }
+}
+
+/// Stores a job over `targets` (first attempts queued) and returns its id.
+pub fn add_job(store: &mut Store, n: u8, target: Target, targets: &[&str], params: RolloutParams) -> JobId {
+    let id = job_id(n);
+    let spec = bare_spec(id);
     let prepared = prepare_module(spec, MODULE).unwrap();
     let job = NewJob {
         id,
