@@ -19,7 +19,7 @@
 //! The loop is single-threaded on purpose: SQLite serialises writers anyway, and one
 //! writer makes every decision in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +49,22 @@ use crate::{CONTROLLER_CLIENT_ID, VERSION, unix_ms};
 /// chunks 16.5 KiB, events 64 KiB; oversized events are refused by `verify_event`
 /// rather than by the MQTT client, which would drop the whole connection.
 pub const MAX_PACKET_BYTES: usize = 256 * 1024;
+
+/// QoS 1 publishes handed to the MQTT client and not yet acknowledged by the broker.
+///
+/// Why the controller keeps its own window: rumqttc takes requests (publishes *and* the
+/// PUBACKs for the events it received) from one queue, and stops reading that queue
+/// while its in-flight window is full. A rollout that queues thousands of envelopes
+/// would put the PUBACKs for the devices' events behind them; the broker, waiting for
+/// those PUBACKs, stops delivering events, and with them the PUBACKs the window waits
+/// for: a deadlock. So publishes wait here, at most this many go to the client, and a
+/// PUBACK never waits behind more than this many publishes.
+const PUBLISH_WINDOW: usize = 1_000;
+
+/// How often jobs whose executions changed are planned again (finished, retried, the
+/// next batch started, their retained status published). Planning a job reads all of
+/// its executions; the database is checked for pushes far more often (`poll_interval`).
+const TOUCHED_DRIVE_INTERVAL_MS: u64 = 100;
 
 /// Where the controller's broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +119,10 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// A configuration with the default poll interval (100 ms).
+    /// A configuration with the default poll interval (20 ms: a check of the database
+    /// for another process's commit is one cheap PRAGMA, and it is what a push waits for).
     pub fn new(data_dir: impl Into<PathBuf>, broker: BrokerChoice) -> Self {
-        Self { data_dir: data_dir.into(), broker, poll_interval: Duration::from_millis(100) }
+        Self { data_dir: data_dir.into(), broker, poll_interval: Duration::from_millis(20) }
     }
 }
 
@@ -233,6 +250,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         .set_keep_alive(Duration::from_secs(15))
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
         .set_request_channel_capacity(10_000)
+        // The window that matters is the controller's own (`PUBLISH_WINDOW`); this only
+        // has to stay above it, so rumqttc never stops taking requests (acks among them).
+        .set_inflight(u16::MAX)
         .set_last_will(LastWill::new(
             topics.controller_status(),
             to_json(&ControllerStatus { state: Presence::Offline, version: VERSION.to_string(), ts: unix_ms() / 1000 }),
@@ -269,6 +289,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         online_since_fresh_broker: HashSet::new(),
         broker_label: format!("{host}:{port}"),
         last_heartbeat: 0,
+        touched: HashSet::new(),
+        last_touched_drive: 0,
+        outgoing: VecDeque::new(),
+        in_flight: 0,
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval));
@@ -278,8 +302,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
 
 /// What the network task tells the main loop.
 enum Net {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Publish(Publish),
+    /// The broker acknowledged one of our QoS 1 publishes.
+    PubAck,
     Disconnected(String),
 }
 
@@ -290,6 +318,7 @@ async fn network_loop(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Net>) 
         let message = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => Net::Connected { session_present: ack.session_present },
             Ok(Event::Incoming(Packet::Publish(publish))) => Net::Publish(publish),
+            Ok(Event::Incoming(Packet::PubAck(_))) => Net::PubAck,
             Ok(_) => continue,
             Err(error) => {
                 let message = Net::Disconnected(error.to_string());
@@ -340,6 +369,16 @@ struct Server {
     online_since_fresh_broker: HashSet<String>,
     broker_label: String,
     last_heartbeat: u64,
+    /// Jobs whose executions changed since the last tick: planned (and their status
+    /// published) on the next one. Planning reads every execution of a job, so doing it
+    /// per event would make a rollout to N devices cost N² row reads.
+    touched: HashSet<JobId>,
+    /// When touched jobs were last planned, Unix ms.
+    last_touched_drive: u64,
+    /// Publishes waiting for room in [`PUBLISH_WINDOW`].
+    outgoing: VecDeque<(String, Vec<u8>, bool)>,
+    /// Publishes handed to the client and not yet acknowledged.
+    in_flight: usize,
 }
 
 impl Server {
@@ -372,6 +411,9 @@ impl Server {
         match message {
             Net::Connected { session_present } => {
                 info!(session_present, "connected to the broker");
+                // rumqttc sends what was in flight again on its own; counting those as
+                // gone errs by at most one window, and a count that drifted heals here.
+                self.in_flight = 0;
                 for filter in [self.topics.all_device_events(), self.topics.all_device_status()] {
                     if let Err(error) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
                         error!(%error, "could not subscribe");
@@ -388,6 +430,10 @@ impl Server {
                 self.dirty = true;
             }
             Net::Disconnected(reason) => warn!(%reason, "broker connection lost; reconnecting"),
+            Net::PubAck => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.pump().await;
+            }
             Net::Publish(publish) => {
                 let stored = self.on_publish(&publish).await;
                 match stored {
@@ -420,14 +466,7 @@ impl Server {
                     }
                     self.publish_ack(&key.device_id, outcome.acked_through).await;
                     if outcome.transition.is_some() {
-                        let job_id = key.job_id;
-                        if let Some(job) = self.store.job(&job_id)?
-                            && let Err(error) = self.drive_job(job, now).await
-                        {
-                            // The event is recorded; the next tick tries the job again.
-                            error!(job = %job_id, %error, "could not drive the job");
-                            self.dirty = true;
-                        }
+                        self.touched.insert(key.job_id);
                     }
                 }
                 Err(IngestError::Store(error)) => return Err(error),
@@ -501,7 +540,19 @@ impl Server {
         let due = self.next_wake.is_some_and(|wake| wake <= now);
         if self.dirty || due {
             self.dirty = false;
+            self.touched.clear();
             self.reconcile(now).await?;
+        } else if !self.touched.is_empty() && now.saturating_sub(self.last_touched_drive) >= TOUCHED_DRIVE_INTERVAL_MS {
+            self.last_touched_drive = now;
+            for job_id in std::mem::take(&mut self.touched) {
+                if let Some(job) = self.store.job(&job_id)?
+                    && let Err(error) = self.drive_job(job, now).await
+                {
+                    // The events are recorded; the next reconcile tries the job again.
+                    error!(job = %job_id, %error, "could not drive the job");
+                    self.dirty = true;
+                }
+            }
         }
         if self.counters_dirty || now.saturating_sub(self.last_heartbeat) >= 5_000 {
             self.flush_counters()?;
@@ -727,9 +778,20 @@ impl Server {
         }
     }
 
+    /// Queues a QoS 1 publish; it goes to the client as the window allows.
     async fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
-        if let Err(error) = self.client.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {
-            error!(%topic, %error, "could not queue a message for the broker");
+        self.outgoing.push_back((topic, payload, retain));
+        self.pump().await;
+    }
+
+    /// Hands queued publishes to the client while the window has room.
+    async fn pump(&mut self) {
+        while self.in_flight < PUBLISH_WINDOW {
+            let Some((topic, payload, retain)) = self.outgoing.pop_front() else { break };
+            match self.client.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {
+                Ok(()) => self.in_flight += 1,
+                Err(error) => error!(%topic, %error, "could not queue a message for the broker"),
+            }
         }
     }
 

@@ -796,9 +796,40 @@ impl Store {
         rows.map(|row| row?).collect()
     }
 
-    /// The rollout engine's view of a job's executions.
+    /// The rollout engine's view of a job's executions, in creation order. Reads only
+    /// the columns the engine needs (not outputs and logs): the controller plans a job
+    /// every time its executions change, and a job can have 100,000 of them.
     pub fn exec_views(&self, job: &JobId) -> Result<Vec<ExecView>> {
-        Ok(self.executions(job)?.iter().map(ExecutionRow::view).collect())
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT device_id, attempt, state, sent_at, deadline, cancel_sent, transient \
+             FROM executions WHERE job_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([job.to_hex()], |row| {
+            let device: String = row.get(0)?;
+            let state: String = row.get(2)?;
+            Ok((device, row.get::<_, u32>(1)?, state, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+        })?;
+        rows.map(|row| {
+            let (device, attempt, state, sent_at, deadline, cancel_sent, transient): (
+                String,
+                u32,
+                String,
+                Option<i64>,
+                Option<i64>,
+                bool,
+                bool,
+            ) = row?;
+            Ok(ExecView {
+                device: DeviceId::new(device).map_err(corrupt)?,
+                attempt,
+                state: state.parse().map_err(corrupt)?,
+                sent_at_ms: sent_at.map(to_u64),
+                deadline_ms: deadline.map(to_u64),
+                cancel_sent,
+                transient,
+            })
+        })
+        .collect()
     }
 
     /// Creates a queued execution (no-op if it exists).

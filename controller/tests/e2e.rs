@@ -44,6 +44,8 @@ async fn a_job_runs_on_every_device_and_redelivery_and_garbage_change_nothing() 
 
     // The CLI's side: another connection to the same database.
     let mut cli = data.open().unwrap();
+    // Online first (see the mosquitto test: the helper below counts envelope copies).
+    wait_all_online(&cli).await;
     let job = add_job(&mut cli, 1, Target::All, &names, RolloutParams::default());
     assert_every_device_succeeded(&cli, &job, &mut sims).await;
 
@@ -252,5 +254,29 @@ async fn a_module_too_large_for_an_envelope_travels_in_retained_chunks() {
     assert!(module_matches(&rebuilt, &described));
     assert_eq!(rebuilt, module);
 
+    controller.shutdown().await.unwrap();
+}
+
+/// More envelopes than the MQTT client keeps in flight (rumqttc's default window is
+/// 100), while every device answers at once: the PUBACKs for the devices' events must
+/// not queue behind envelopes that wait for the broker, or the broker stops delivering
+/// events and the rollout stalls (it did, at 300 devices, before the controller kept
+/// its own publish window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_wider_than_the_in_flight_window_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..600).map(|n| format!("wide-{n:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (data, keys) = fleet(dir.path(), &names);
+    let controller = start_embedded(&data).await;
+    let broker = controller.broker_addr();
+    let mut sims = Vec::new();
+    for name in &names {
+        sims.push(Sim::start(name, broker, keys.clone(), Mode::Auto).await);
+    }
+    let mut cli = data.open().unwrap();
+    wait_all_online(&cli).await;
+    let job = add_job(&mut cli, 1, Target::All, &names, RolloutParams::default());
+    assert_every_device_succeeded(&cli, &job, &mut sims).await;
     controller.shutdown().await.unwrap();
 }

@@ -115,6 +115,14 @@ pub fn fleet(dir: &std::path::Path, names: &[&str]) -> (DataDir, KeyRing) {
     (data, KeyRing::new(keys).unwrap())
 }
 
+/// Waits until the controller has recorded every registered device online.
+pub async fn wait_all_online(store: &Store) {
+    wait_until("every device online", || {
+        store.devices().unwrap().iter().all(|d| d.status.as_ref().is_some_and(|s| s.state == Presence::Online))
+    })
+    .await;
+}
+
 /// Waits for `job` (sent to every device of `sims`, which answer in [`sim::Mode::Auto`])
 /// to complete, then checks what the store and the devices saw: every execution
 /// succeeded with its device's output, one envelope (seq 1) per device, all three events
