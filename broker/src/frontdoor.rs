@@ -418,6 +418,7 @@ async fn engine_to_client<W: tokio::io::AsyncWrite + Unpin>(
                     }
                     Ok(_) => handshake = None,
                 }
+                quick_ack(&engine_r);
                 // `ready` bytes at the front of `buf` are whole packets to pass as they are.
                 let mut ready = 0;
                 loop {
@@ -470,6 +471,21 @@ async fn engine_to_client<W: tokio::io::AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Acknowledges the engine's segments at once instead of up to 40 ms later.
+///
+/// Why: rumqttd leaves Nagle's algorithm on for the connections it accepts, so a small
+/// packet that follows another unacknowledged one (an event right after a PUBACK, say)
+/// waits until this side acknowledges; with delayed ACK that wait is 40 ms on every such
+/// hop. Linux clears quick-ack mode as it sees fit, so it is set again after each read.
+fn quick_ack(engine: &OwnedReadHalf) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(engine.as_ref()).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = engine;
 }
 
 /// [`read_more`], before `deadline` if there is one.
