@@ -8,8 +8,9 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// A monotonic millisecond clock.
-pub trait Clock {
+/// A monotonic millisecond clock. `Send`, so an executor that holds one can move to
+/// another thread (an async task that runs jobs, a worker pool).
+pub trait Clock: Send {
     /// Milliseconds since an arbitrary start; never goes backwards.
     fn now_ms(&self) -> u64;
 }
