@@ -61,6 +61,10 @@ pub const MAX_PACKET_BYTES: usize = 256 * 1024;
 /// PUBACK never waits behind more than this many publishes.
 const PUBLISH_WINDOW: usize = 1_000;
 
+/// Messages recorded in one database transaction at most (group commit): a burst of
+/// events costs one `fsync` per batch instead of one each.
+const INGEST_BATCH: usize = 256;
+
 /// How often jobs whose executions changed are planned again (finished, retried, the
 /// next batch started, their retained status published). Planning a job reads all of
 /// its executions; the database is checked for pushes far more often (`poll_interval`).
@@ -394,16 +398,96 @@ impl Server {
             tokio::select! {
                 _ = &mut stop => break,
                 message = net.recv() => match message {
-                    Some(message) => self.on_net(message).await?,
+                    Some(message) => {
+                        let mut batch = vec![message];
+                        while batch.len() < INGEST_BATCH {
+                            match net.try_recv() {
+                                Ok(message) => batch.push(message),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_net_batch(batch).await?;
+                    }
                     None => break,
                 },
-                _ = ticker.tick() => self.on_tick().await?,
+                _ = ticker.tick() => {
+                    let batch = self.begin_batch();
+                    let ticked = self.on_tick().await;
+                    self.end_batch(batch).await?;
+                    ticked?;
+                }
             }
         }
         self.flush_counters()?;
         self.publish_controller_status(Presence::Offline).await;
         let _ = self.client.disconnect().await;
         info!("controller stopped");
+        Ok(())
+    }
+
+    /// Handles what arrived together in one database transaction (group commit), then
+    /// acknowledges it to the broker and publishes what it produced. A message whose
+    /// recording fails is rolled back alone and not acknowledged (the broker delivers it
+    /// again after a reconnect); if the commit fails, nothing of the batch is
+    /// acknowledged or published.
+    async fn on_net_batch(&mut self, batch: Vec<Net>) -> Result<(), ServeError> {
+        let open = self.begin_batch();
+        let mut recorded = Vec::new();
+        let mut result = Ok(());
+        for message in batch {
+            match message {
+                Net::Publish(publish) => match self.on_publish(&publish).await {
+                    Ok(()) => recorded.push(publish),
+                    // Not acknowledged: the broker delivers it again after a reconnect.
+                    Err(error) => error!(%error, topic = %publish.topic, "could not record a message"),
+                },
+                other => {
+                    result = self.on_net(other).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let committed = self.end_batch(open).await;
+        if committed.is_ok() {
+            for publish in &recorded {
+                if let Err(error) = self.client.ack(publish).await {
+                    warn!(%error, "could not acknowledge a message to the broker");
+                }
+            }
+        }
+        committed?;
+        result
+    }
+
+    /// Opens a store batch if none is open; returns where the publish queue stood.
+    fn begin_batch(&mut self) -> Option<usize> {
+        if self.store.in_batch() {
+            return None;
+        }
+        match self.store.begin_batch() {
+            Ok(()) => Some(self.outgoing.len()),
+            Err(error) => {
+                // Unbatched, each operation commits on its own: slower, still correct.
+                warn!(%error, "could not open a batch");
+                None
+            }
+        }
+    }
+
+    /// Commits the batch `begin_batch` opened, then publishes what it queued; if the
+    /// commit fails, drops what the batch queued (acks for events that are not stored,
+    /// envelopes whose sequence numbers were not kept).
+    async fn end_batch(&mut self, opened: Option<usize>) -> Result<(), ServeError> {
+        if let Some(mark) = opened
+            && let Err(error) = self.store.commit_batch()
+        {
+            self.outgoing.truncate(mark);
+            error!(%error, "could not commit a batch; nothing of it is acknowledged or published");
+            return Err(error.into());
+        }
+        self.pump().await;
         Ok(())
     }
 
@@ -434,18 +518,8 @@ impl Server {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.pump().await;
             }
-            Net::Publish(publish) => {
-                let stored = self.on_publish(&publish).await;
-                match stored {
-                    Ok(()) => {
-                        if let Err(error) = self.client.ack(&publish).await {
-                            warn!(%error, "could not acknowledge a message to the broker");
-                        }
-                    }
-                    // Not acknowledged: the broker delivers it again after a reconnect.
-                    Err(error) => error!(%error, topic = %publish.topic, "could not record a message"),
-                }
-            }
+            // `on_net_batch` records messages (and acknowledges them after its commit).
+            Net::Publish(publish) => Box::pin(self.on_net_batch(vec![Net::Publish(publish)])).await?,
         }
         Ok(())
     }
@@ -786,6 +860,10 @@ impl Server {
 
     /// Hands queued publishes to the client while the window has room.
     async fn pump(&mut self) {
+        // Store, then publish: nothing leaves while a batch is not committed.
+        if self.store.in_batch() {
+            return;
+        }
         while self.in_flight < PUBLISH_WINDOW {
             let Some((topic, payload, retain)) = self.outgoing.pop_front() else { break };
             match self.client.publish(topic.clone(), QoS::AtLeastOnce, retain, payload).await {

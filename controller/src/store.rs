@@ -21,7 +21,7 @@ use std::time::Duration;
 use fleet_schemas::{
     DeviceId, DeviceStatus, Digest, EventKind, ExecutionEvent, JobId, JobState, KeyId, PublicKey, Rejection,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 
 use crate::model::{DeviceKind, ExecState, Labels, RolloutParams, Target, job_state_str, parse_job_state};
 use crate::rollout::ExecView;
@@ -401,6 +401,33 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A transaction of one store operation (see [`Store::immediate`]).
+enum Tx<'a> {
+    Own(Transaction<'a>),
+    Nested(Savepoint<'a>),
+}
+
+impl Tx<'_> {
+    fn commit(self) -> Result<()> {
+        match self {
+            Tx::Own(tx) => tx.commit()?,
+            Tx::Nested(sp) => sp.commit()?,
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Tx::Own(tx) => tx,
+            Tx::Nested(sp) => sp,
+        }
+    }
+}
+
 const DEVICE_COLUMNS: &str = "id, kind, labels, public_key, status, status_at, next_seq, acked_event_seq, created_at";
 const JOB_COLUMNS: &str = "id, module_hash, module_size, chunked, entry, target, params, state, cancel_requested, \
                            created_at, finished_at";
@@ -449,8 +476,43 @@ impl Store {
         Ok(self.conn.pragma_query_value(None, "data_version", |row| row.get(0))?)
     }
 
-    fn immediate(&mut self) -> Result<Transaction<'_>> {
-        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    /// One store operation's transaction: its own `BEGIN IMMEDIATE`, or a savepoint
+    /// inside an open batch ([`Store::begin_batch`]).
+    fn immediate(&mut self) -> Result<Tx<'_>> {
+        if self.conn.is_autocommit() {
+            Ok(Tx::Own(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?))
+        } else {
+            Ok(Tx::Nested(self.conn.savepoint()?))
+        }
+    }
+
+    /// Opens a batch: every operation until [`Store::commit_batch`] becomes a savepoint
+    /// in one transaction, so a burst of events costs one commit (one `fsync`) instead
+    /// of one each. An operation that fails rolls back its own savepoint only. Nothing
+    /// done in a batch is durable before the commit: whoever batches must hold back what
+    /// depends on it (publishes, acks) until then.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            return Err(StoreError::Corrupt("a batch is already open".into()));
+        }
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    /// Commits the open batch (no-op if none is open).
+    pub fn commit_batch(&mut self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        if let Err(error) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Whether a batch is open.
+    pub fn in_batch(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 
     // ----- devices -------------------------------------------------------------------

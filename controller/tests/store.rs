@@ -264,3 +264,29 @@ fn jobs_resolve_by_prefix_and_cancel_only_while_in_progress() {
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, vec!["job.cancel", "job.push", "job.push", "device.provision", "device.provision"]);
 }
+
+#[test]
+fn a_batch_commits_as_one_and_a_failed_operation_rolls_back_alone() {
+    let dir = temp();
+    let path = dir.path().join("fleet.db");
+    let mut store = Store::open(&path).unwrap();
+    let reader = Store::open(&path).unwrap();
+    store.begin_batch().unwrap();
+    assert!(store.in_batch());
+    assert!(store.begin_batch().is_err(), "batches do not nest");
+    add_device(&mut store, "gw-1", "site=a");
+    // The same id again fails inside the batch and takes only itself back.
+    assert!(store.insert_device(&new_device("gw-1", "site=a"), "test", 2).is_err());
+    add_device(&mut store, "gw-2", "site=a");
+    assert!(reader.devices().unwrap().is_empty(), "nothing is visible before the commit");
+    store.commit_batch().unwrap();
+    assert!(!store.in_batch());
+    let ids: Vec<String> = reader.devices().unwrap().iter().map(|d| d.id.to_string()).collect();
+    assert_eq!(ids, ["gw-1", "gw-2"]);
+    let provisions = reader.audit_log(10).unwrap().iter().filter(|a| a.action == "device.provision").count();
+    assert_eq!(provisions, 2, "the failed insert left no audit entry");
+    // Outside a batch each operation commits on its own, as before.
+    add_device(&mut store, "gw-3", "site=a");
+    assert_eq!(reader.devices().unwrap().len(), 3);
+    store.commit_batch().unwrap(); // nothing open: a no-op
+}
