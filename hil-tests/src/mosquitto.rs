@@ -21,7 +21,16 @@ use crate::controller::Fleetctl;
 use crate::error::{HarnessError, Result, io};
 use crate::process::{ChildProcess, Logs};
 
-/// A mosquitto process with persistence, on a loopback port.
+/// Where mosquitto keeps sessions and retained messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// In a persistence file, saved every second: survives a restart (the scenarios).
+    OnDisk,
+    /// In memory only, with room for a long queue per client (the fan-out benchmark).
+    InMemory,
+}
+
+/// A mosquitto process on a loopback port.
 #[derive(Debug)]
 pub struct Mosquitto {
     dir: PathBuf,
@@ -43,9 +52,26 @@ impl Mosquitto {
     /// A broker keeping its config, credentials and persistence file in `dir`,
     /// listening on `addr`. Not started.
     pub fn new(dir: &Path, addr: SocketAddr) -> Result<Self> {
+        Self::configured(dir, addr, Persistence::OnDisk)
+    }
+
+    /// A broker as [`Mosquitto::new`], keeping its state as `persistence` says.
+    pub fn configured(dir: &Path, addr: SocketAddr, persistence: Persistence) -> Result<Self> {
         Self::available()?;
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let logs = Logs::new(&dir.join("mosquitto.log"))?;
+        let state = match persistence {
+            Persistence::OnDisk => format!(
+                "persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 1\n\
+                 max_queued_messages 10000\n",
+                dir = dir.display()
+            ),
+            // A controller subscribed to every device's events can be tens of thousands of
+            // messages behind in a fan-out; mosquitto's default (1,000) would drop them.
+            Persistence::InMemory => "persistence false\nmax_queued_messages 1000000\nset_tcp_nodelay true\n".into(),
+        };
         let conf = format!(
             "# Written by the fleet-hil harness.\n\
              listener {port} {host}\n\
@@ -53,10 +79,7 @@ impl Mosquitto {
              password_file {dir}/passwd\n\
              acl_file {dir}/acl\n\
              message_size_limit 262144\n\
-             persistence true\n\
-             persistence_location {dir}/\n\
-             autosave_interval 1\n\
-             max_queued_messages 10000\n\
+             {state}\
              log_dest stderr\n\
              log_type error\n\
              log_type warning\n\
@@ -73,6 +96,11 @@ impl Mosquitto {
         let path = dir.join("mosquitto.conf");
         std::fs::write(&path, conf).map_err(io(format!("cannot write {}", path.display())))?;
         Ok(Self { dir: dir.to_path_buf(), addr, logs, child: None, starts: 0 })
+    }
+
+    /// The directory holding its config, `passwd` and `acl`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where clients connect.

@@ -1,0 +1,270 @@
+//! One benchmark fleet: a controller on a fresh data directory, its broker (embedded,
+//! or mosquitto configured from the registry), and the devices it knows.
+//!
+//! The controller is the real one, started in-process with the same `serve` code
+//! `fleetctl serve` runs. Devices are registered straight into its store (what
+//! `fleetctl device provision` writes, minus the per-device files, which would cost
+//! 10,000 process starts), and a job is pushed the way `fleetctl job push` pushes it:
+//! stored in one transaction, which the running controller notices and rolls out.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use fleet_controller::acl::{acl_file, mosquitto_hash, passwd_file};
+use fleet_controller::auth::password_hash;
+use fleet_controller::datadir::DataDir;
+use fleet_controller::model::{DeviceKind, RolloutParams, Target};
+use fleet_controller::server::{self, BrokerChoice, RunningController, ServeConfig};
+use fleet_controller::signer::prepare_module;
+use fleet_controller::store::{NewDevice, NewJob, Store};
+use fleet_controller::{random_32, rollout, unix_ms};
+use fleet_hil::mosquitto::{Mosquitto, Persistence};
+use fleet_schemas::digest::sha256;
+use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed};
+use fleet_schemas::signed::public_key_of;
+use fleet_schemas::topics::DEFAULT_PREFIX;
+use fleet_schemas::{
+    DeviceId, Digest, JobCounts, JobId, JobSpec, KeyRing, Limits, ModuleSource, Presence, Requirements, RuntimeClass,
+    SigningKey, Topics, Trusted, TrustedKey,
+};
+
+use crate::swarm::{Identity, Trust};
+
+/// Which broker the fleet runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// The controller's embedded broker (the default deployment).
+    Embedded,
+    /// mosquitto, with `passwd` and `acl` generated from the registry.
+    Mosquitto,
+}
+
+impl BrokerKind {
+    /// Its name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Embedded => "embedded",
+            BrokerKind::Mosquitto => "mosquitto",
+        }
+    }
+}
+
+/// A running benchmark fleet.
+pub struct BenchFleet {
+    _dir: tempfile::TempDir,
+    store: Store,
+    devices: Vec<Identity>,
+    trust: Trust,
+    controller: Option<RunningController>,
+    mosquitto: Option<Mosquitto>,
+    broker: SocketAddr,
+}
+
+impl BenchFleet {
+    /// A controller on `broker` with `devices` registered (ids `{tag}-00000`...).
+    pub async fn start(broker: BrokerKind, devices: usize, tag: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("fleet-bench-").tempdir()?;
+        let data = DataDir::new(dir.path().join("data"));
+        let mut store = data.open_or_init()?;
+        let identities: Vec<Identity> = (0..devices).map(|n| identity(tag, n)).collect::<anyhow::Result<_>>()?;
+        let now = unix_ms();
+        for device in &identities {
+            store.insert_device(&registration(device), "bench", now)?;
+        }
+        let root = store.root_key()?.context("the data directory has no root key")?;
+        let root = Trusted::new(&root.public_key).context("the root key is not a valid ed25519 key")?;
+        let keys = store
+            .trusted_job_keys()?
+            .iter()
+            .map(|k| Trusted::new(&k.public_key))
+            .collect::<Option<Vec<_>>>()
+            .and_then(KeyRing::new)
+            .context("the trusted job keys do not make a key ring")?;
+
+        let (choice, mosquitto) = match broker {
+            BrokerKind::Embedded => (BrokerChoice::Embedded { listen: ([127, 0, 0, 1], 0).into() }, None),
+            BrokerKind::Mosquitto => {
+                let addr = free_port()?;
+                let mut mosquitto = Mosquitto::configured(&dir.path().join("mosquitto"), addr, Persistence::InMemory)?;
+                let entries = store.mosquitto_entries()?;
+                let controller = mosquitto_hash(&data.controller_password()?, b"bench-salt12");
+                std::fs::write(mosquitto.dir().join("passwd"), passwd_file(&controller, &entries))?;
+                let ids: Vec<DeviceId> = entries.into_iter().map(|(id, _)| id).collect();
+                std::fs::write(mosquitto.dir().join("acl"), acl_file(&Topics::default(), &ids))?;
+                mosquitto.start()?;
+                (BrokerChoice::External { host: addr.ip().to_string(), port: addr.port() }, Some(mosquitto))
+            }
+        };
+        let controller = server::start(ServeConfig::new(data.path(), choice)).await?;
+        let broker = controller.broker_addr();
+        Ok(Self {
+            _dir: dir,
+            store,
+            devices: identities,
+            trust: Trust { root, keys },
+            controller: Some(controller),
+            mosquitto,
+            broker,
+        })
+    }
+
+    /// Where devices connect.
+    pub fn broker(&self) -> SocketAddr {
+        self.broker
+    }
+
+    /// The registered devices.
+    pub fn devices(&self) -> &[Identity] {
+        &self.devices
+    }
+
+    /// What every device trusts.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// What `fleetctl device provision` writes for `device` (`agent.json`), pointing at
+    /// this fleet's broker: for running a real `fleet-agent` as one of the devices.
+    pub fn device_config(&self, device: &Identity) -> anyhow::Result<DeviceConfig> {
+        let root = self.store.root_key()?.context("the data directory has no root key")?;
+        let job_keys = self
+            .store
+            .trusted_job_keys()?
+            .iter()
+            .map(|k| TrustedKey { key_id: k.key_id, public_key: k.public_key })
+            .collect();
+        Ok(DeviceConfig {
+            version: CONFIG_VERSION,
+            device_id: device.id.clone(),
+            device_key: SecretSeed(Digest(device.key.to_bytes())),
+            root_key: root.public_key,
+            job_keys,
+            broker: BrokerEndpoint { host: self.broker.ip().to_string(), port: self.broker.port(), tls: false },
+            username: device.id.to_string(),
+            password: device.password.clone(),
+            topic_prefix: DEFAULT_PREFIX.to_string(),
+            runtime: RuntimeClass::Gateway,
+            labels: Default::default(),
+        })
+    }
+
+    /// Waits until the controller has recorded every device online.
+    pub async fn wait_online(&self, guard: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let online = self
+                .store
+                .devices()?
+                .iter()
+                .filter(|d| d.status.as_ref().is_some_and(|s| s.state == Presence::Online))
+                .count();
+            if online == self.devices.len() {
+                return Ok(());
+            }
+            if started.elapsed() > guard {
+                bail!("only {online} of {} devices recorded online within {guard:?}", self.devices.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Pushes `module` (entry `run`) to `targets`, as `fleetctl job push` does.
+    pub fn push(&mut self, module: &[u8], targets: &[DeviceId]) -> anyhow::Result<JobId> {
+        let job = new_job(module, targets)?;
+        self.store.insert_job(&job, targets, "bench", unix_ms())?;
+        Ok(job.id)
+    }
+
+    /// The job's counts, as `fleetctl job status` shows them.
+    pub fn counts(&self, job: &JobId) -> anyhow::Result<JobCounts> {
+        Ok(rollout::counts(&self.store.exec_views(job)?).1)
+    }
+
+    /// Waits until `expected` executions of `job` are recorded succeeded, polling every
+    /// `poll`; fails on any failed, rejected or timed-out execution, or after `guard`.
+    pub async fn wait_succeeded(
+        &self,
+        job: &JobId,
+        expected: u32,
+        poll: Duration,
+        guard: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let counts = self.counts(job)?;
+            if counts.failed + counts.rejected + counts.timed_out > 0 {
+                bail!("job {job} did not succeed everywhere: {counts:?}");
+            }
+            if counts.succeeded >= expected {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > guard {
+                bail!("job {job}: {} of {expected} succeeded within {guard:?}: {counts:?}", counts.succeeded);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Stops the controller and the broker.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(controller) = self.controller.take() {
+            controller.shutdown().await?;
+        }
+        if let Some(mut mosquitto) = self.mosquitto.take() {
+            mosquitto.stop()?;
+        }
+        Ok(())
+    }
+}
+
+/// A job running `module` (entry `run`, default limits and rollout) on `targets`, as
+/// `fleetctl job push` builds it.
+pub fn new_job(module: &[u8], targets: &[DeviceId]) -> anyhow::Result<NewJob> {
+    let job_id = JobId(random_32()?[..16].try_into()?);
+    let spec = JobSpec {
+        job_id,
+        module: ModuleSource::Inline(Vec::new()),
+        entry: "run".into(),
+        args: Vec::new(),
+        limits: Limits { fuel: 0, memory_pages: 0, timeout_ms: 0 },
+        requirements: Requirements::default(),
+        inputs: Vec::new(),
+    };
+    let prepared = prepare_module(spec, module)?;
+    Ok(NewJob {
+        id: job_id,
+        spec: postcard::to_allocvec(&prepared.spec)?,
+        module_hash: sha256(module),
+        chunked_module: prepared.chunks.is_some().then(|| module.to_vec()),
+        module_size: module.len() as u64,
+        entry: "run".into(),
+        target: Target::Devices(targets.to_vec()),
+        params: RolloutParams::default(),
+    })
+}
+
+/// A device's identity, derived from its index (a benchmark needs no secrets).
+pub fn identity(tag: &str, n: usize) -> anyhow::Result<Identity> {
+    let id = DeviceId::new(format!("{tag}-{n:05}"))?;
+    let key = SigningKey::from_bytes(&sha256(id.as_str().as_bytes()).0);
+    let password = format!("pw-{id}");
+    Ok(Identity { id, key, password })
+}
+
+pub fn registration(device: &Identity) -> NewDevice {
+    NewDevice {
+        id: device.id.clone(),
+        kind: DeviceKind::Mcu,
+        labels: Default::default(),
+        public_key: public_key_of(&device.key).1,
+        password_hash: password_hash(device.password.as_bytes()),
+        // mosquitto reads only 12-byte salts.
+        mosquitto_hash: mosquitto_hash(&device.password, b"bench-salt12"),
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}

@@ -1,0 +1,216 @@
+//! The figures that need no network: event ingest into SQLite, envelope verification,
+//! and wasmtime against wasmi on the same modules.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fleet_controller::datadir::DataDir;
+use fleet_controller::ingest::ingest_event;
+use fleet_controller::signer::Signer;
+use fleet_controller::unix_ms;
+use fleet_executor::{ExecutorConfig, Job, MemoryInputs, NoInputs, WasmiExecutor, WasmtimeExecutor};
+use fleet_schemas::{
+    DeviceId, EVENT_VERSION, EventKind, ExecutionEvent, ExecutionKey, KeyRing, Order, ReplayState, RunReport,
+    SignedMessage, Trusted, verify_envelope,
+};
+
+use crate::fleet::{identity, new_job, registration};
+use crate::table::{self, Row, Table};
+
+/// Events recorded per second: each verified against its device's key and recorded in
+/// its own transaction (`synchronous=FULL`), as the controller's ingest does.
+pub fn ingest(quick: bool, table: &mut Table) -> anyhow::Result<()> {
+    let devices = if quick { 300 } else { 1_000 };
+    let dir = tempfile::Builder::new().prefix("fleet-bench-ingest-").tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    let mut store = data.open_or_init()?;
+    let identities: Vec<_> = (0..devices).map(|n| identity("ingest", n)).collect::<anyhow::Result<_>>()?;
+    for device in &identities {
+        store.insert_device(&registration(device), "bench", unix_ms())?;
+    }
+    let ids: Vec<DeviceId> = identities.iter().map(|d| d.id.clone()).collect();
+    let job = new_job(fleet_example_jobs::HELLO, &ids)?;
+    store.insert_job(&job, &ids, "bench", unix_ms())?;
+    let signer = Signer::new(data.active_job_key(&store)?);
+    let spec: fleet_schemas::JobSpec = postcard::from_bytes(&job.spec)?;
+    let now = unix_ms();
+    for id in &ids {
+        let order = Order::Run { attempt: 1, job: Box::new(spec.clone()) };
+        store.send_execution(&job.id, id, 1, now, now + 600_000, |seq| {
+            signer.envelope(id, seq, order, now / 1000, now / 1000 + 600).map_err(|e| e.to_string())
+        })?;
+    }
+    let report = RunReport { output: b"hello".to_vec(), logs: vec!["hi".into()], fuel_used: 1_000, duration_ms: 1 };
+    let mut events = Vec::with_capacity(devices * 3);
+    for device in &identities {
+        let key = ExecutionKey { job_id: job.id, device_id: device.id.clone(), attempt: 1 };
+        for (seq, kind) in
+            [EventKind::Accepted, EventKind::Started, EventKind::Succeeded(report.clone())].into_iter().enumerate()
+        {
+            let event =
+                ExecutionEvent { version: EVENT_VERSION, key: key.clone(), event_seq: seq as u64 + 1, at: 0, kind };
+            let bytes = SignedMessage::sign(&event, &device.key)?.to_bytes()?;
+            events.push((device.id.clone(), bytes));
+        }
+    }
+    let started = Instant::now();
+    for (device, bytes) in &events {
+        let ingested = ingest_event(&mut store, device.as_str(), bytes, unix_ms())?;
+        anyhow::ensure!(!ingested.outcome.duplicate, "an event was taken for a duplicate");
+    }
+    let rate = events.len() as f64 / started.elapsed().as_secs_f64();
+    table.add(table::alone(
+        "event ingest into SQLite",
+        table::per_second(rate, "events"),
+        format!(
+            "{} events (Accepted, Started, Succeeded from {devices} devices): signature verified, one transaction \
+             each, synchronous=FULL (WAL)",
+            table::thousands(events.len() as u64)
+        ),
+    ));
+    Ok(())
+}
+
+/// Envelope verifications per second on the device side, beside a bare ed25519
+/// signature check of the same bytes.
+pub fn crypto(quick: bool, table: &mut Table) -> anyhow::Result<()> {
+    let budget = if quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
+    let dir = tempfile::Builder::new().prefix("fleet-bench-crypto-").tempdir()?;
+    let data = DataDir::new(dir.path().join("data"));
+    let store = data.open_or_init()?;
+    let key = data.active_job_key(&store)?;
+    let signer = Signer::new(key.clone());
+    let device = DeviceId::new("crypto-00001")?;
+    let job = new_job(fleet_example_jobs::HELLO, std::slice::from_ref(&device))?;
+    let spec: fleet_schemas::JobSpec = postcard::from_bytes(&job.spec)?;
+    let now = unix_ms() / 1000;
+    let bytes = signer.envelope(&device, 1, Order::Run { attempt: 1, job: Box::new(spec) }, now, now + 600)?;
+    let ring = KeyRing::new(vec![Trusted::of_signing_key(&key)]).context("a one-key ring")?;
+    let replay = ReplayState::default();
+    let envelope_rate = rate(budget, || {
+        black_box(verify_envelope(black_box(&bytes), &ring, &device, Some(now), &replay).is_ok());
+    });
+    anyhow::ensure!(
+        verify_envelope(&bytes, &ring, &device, Some(now), &replay).is_ok(),
+        "the envelope does not verify"
+    );
+    let verifying = key.verifying_key();
+    let signature = ed25519_dalek::Signer::sign(&key, &bytes);
+    let bare_rate = rate(budget, || {
+        black_box(verifying.verify_strict(black_box(&bytes), &signature).is_ok());
+    });
+    table.add(Row {
+        figure: "envelope verifications".into(),
+        ours: table::per_second(envelope_rate, "envelopes"),
+        peer: format!("{} (bare ed25519 verify_strict)", table::per_second(bare_rate, "signatures")),
+        ratio: format!("{:.0}% of bare", 100.0 * envelope_rate / bare_rate),
+        conditions: format!(
+            "{} byte envelope with `hello` inline: decode, key lookup, signature, expiry, replay and address checks; \
+             one core",
+            bytes.len()
+        ),
+    });
+    Ok(())
+}
+
+/// Mean seconds per call of `f` over at least `budget` (after one warm-up call).
+fn mean(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let started = Instant::now();
+    let mut runs = 0u32;
+    while runs < 3 || started.elapsed() < budget {
+        f();
+        runs += 1;
+    }
+    started.elapsed().as_secs_f64() / f64::from(runs)
+}
+
+/// Calls of `f` per second over at least `budget`.
+fn rate(budget: Duration, f: impl FnMut()) -> f64 {
+    1.0 / mean(budget, f)
+}
+
+fn executor_config(cache_entries: usize) -> anyhow::Result<ExecutorConfig> {
+    let mut config = ExecutorConfig::gateway(DeviceId::new("bench-device")?);
+    config.module_cache_entries = cache_entries;
+    Ok(config)
+}
+
+/// The gateway's runtime (wasmtime, ours) beside the microcontroller's (wasmi, as peer)
+/// on the same modules, both on this host.
+pub fn runtimes(quick: bool, table: &mut Table) -> anyhow::Result<()> {
+    let budget = if quick { Duration::from_millis(200) } else { Duration::from_secs(2) };
+    let iterations: u64 = if quick { 1_000_000 } else { 10_000_000 };
+    let wasmtime = WasmtimeExecutor::new(executor_config(8)?)?;
+    let mut wasmi = WasmiExecutor::new(executor_config(8)?)?;
+    let hello = Job::new(fleet_example_jobs::HELLO);
+    let (wt, wi) = (
+        mean(budget, || {
+            black_box(wasmtime.run(&hello, NoInputs).is_ok());
+        }),
+        mean(budget, || {
+            black_box(wasmi.run(&hello, NoInputs).is_ok());
+        }),
+    );
+    table.add(runtime_row(
+        "hello: instantiate + run",
+        wt,
+        wi,
+        "module cached (SHA-256 of the module per run included)",
+    ));
+
+    let cold_wasmtime = WasmtimeExecutor::new(executor_config(0)?)?;
+    let mut cold_wasmi = WasmiExecutor::new(executor_config(0)?)?;
+    let listed = ["readings".to_string()];
+    for (name, bytes) in [("hello", fleet_example_jobs::HELLO), ("csv-summary", fleet_example_jobs::CSV_SUMMARY)] {
+        let job = Job::new(bytes).with_inputs(&listed);
+        let inputs = || MemoryInputs::new().with("readings", &b"1,2\n2,3\n"[..]);
+        let (wt, wi) = (
+            mean(budget, || {
+                black_box(cold_wasmtime.run(&job, inputs()).is_ok());
+            }),
+            mean(budget, || {
+                black_box(cold_wasmi.run(&job, inputs()).is_ok());
+            }),
+        );
+        table.add(runtime_row(
+            &format!("{name}: compile + instantiate + run"),
+            wt,
+            wi,
+            &format!("no cache; {} byte module; wasmtime Cranelift, wasmi lazy translation", bytes.len()),
+        ));
+    }
+
+    let args = [iterations.to_string()];
+    let sum = Job::new(fleet_example_jobs::SUM_COMPUTE).with_args(&args);
+    let expected = wasmtime.run(&sum, NoInputs)?;
+    let interpreted = wasmi.run(&sum, NoInputs)?;
+    anyhow::ensure!(expected.output == interpreted.output, "the runtimes disagree on sum-compute");
+    let compute_budget = if quick { Duration::from_millis(100) } else { Duration::from_secs(1) };
+    let (wt, wi) = (
+        mean(compute_budget, || {
+            black_box(wasmtime.run(&sum, NoInputs).is_ok());
+        }),
+        mean(compute_budget, || {
+            black_box(wasmi.run(&sum, NoInputs).is_ok());
+        }),
+    );
+    table.add(runtime_row(
+        "sum-compute: run",
+        wt,
+        wi,
+        &format!("n={iterations}, module cached, fuel metering on, same output on both"),
+    ));
+    Ok(())
+}
+
+fn runtime_row(figure: &str, wasmtime: f64, wasmi: f64, conditions: &str) -> Row {
+    Row {
+        figure: figure.into(),
+        ours: format!("{} (wasmtime)", table::us(wasmtime)),
+        peer: format!("{} (wasmi)", table::us(wasmi)),
+        ratio: table::time_ratio(wasmtime, wasmi),
+        conditions: conditions.into(),
+    }
+}
