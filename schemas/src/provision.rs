@@ -95,3 +95,73 @@ impl fmt::Debug for DeviceConfig {
             .finish()
     }
 }
+
+/// The magic that opens a config block.
+pub const CONFIG_BLOCK_MAGIC: [u8; 4] = *b"FLTC";
+/// The config block's format.
+pub const CONFIG_BLOCK_FORMAT: u16 = 1;
+/// The config block header's size in bytes.
+pub const CONFIG_BLOCK_HEADER_LEN: usize = 16;
+
+/// CRC-32/ISO-HDLC (the zlib and Ethernet CRC), the config block's checksum.
+pub const CONFIG_BLOCK_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// What is written at the start of a microcontroller's config partition so the
+/// firmware knows who it is: `FLTC`, the block format (u16 LE), reserved (u16), the
+/// payload's length (u32 LE) and CRC-32/ISO-HDLC (u32 LE), then the payload, the
+/// postcard encoding of `config`.
+///
+/// One encoder for everyone who writes a block: `fleetctl device provision --kind mcu`
+/// (which flashes it), the firmware's tests, and the hil harness.
+pub fn config_block(config: &DeviceConfig) -> Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_allocvec(config)?;
+    let len = u32::try_from(payload.len()).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    let mut block = Vec::with_capacity(CONFIG_BLOCK_HEADER_LEN + payload.len());
+    block.extend_from_slice(&CONFIG_BLOCK_MAGIC);
+    block.extend_from_slice(&CONFIG_BLOCK_FORMAT.to_le_bytes());
+    block.extend_from_slice(&0u16.to_le_bytes());
+    block.extend_from_slice(&len.to_le_bytes());
+    block.extend_from_slice(&CONFIG_BLOCK_CRC.checksum(&payload).to_le_bytes());
+    block.extend_from_slice(&payload);
+    Ok(block)
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn a_block_carries_the_config_its_header_describes() {
+        let config = DeviceConfig {
+            version: CONFIG_VERSION,
+            device_id: DeviceId::new("mcu-1").unwrap_or_else(|e| panic!("{e}")),
+            device_key: SecretSeed(crate::ids::Digest([1; 32])),
+            root_key: PublicKey([2; 32]),
+            job_keys: Vec::new(),
+            broker: BrokerEndpoint { host: "10.0.0.5".into(), port: 1883, tls: false },
+            username: "mcu-1".into(),
+            password: "secret".into(),
+            topic_prefix: "fleet".into(),
+            runtime: RuntimeClass::Microcontroller,
+            labels: BTreeMap::new(),
+        };
+        let block = config_block(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(block[..4], CONFIG_BLOCK_MAGIC);
+        assert_eq!(u16::from_le_bytes([block[4], block[5]]), CONFIG_BLOCK_FORMAT);
+        let len = u32::from_le_bytes([block[8], block[9], block[10], block[11]]) as usize;
+        let crc = u32::from_le_bytes([block[12], block[13], block[14], block[15]]);
+        let payload = &block[CONFIG_BLOCK_HEADER_LEN..];
+        assert_eq!(payload.len(), len);
+        assert_eq!(CONFIG_BLOCK_CRC.checksum(payload), crc);
+        let decoded: DeviceConfig = postcard::from_bytes(payload).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.device_id, config.device_id);
+        assert_eq!(decoded.password, config.password);
+        assert_eq!(decoded.broker, config.broker);
+    }
+
+    #[test]
+    fn the_checksum_is_crc32_iso_hdlc() {
+        // The standard check value of CRC-32/ISO-HDLC.
+        assert_eq!(CONFIG_BLOCK_CRC.checksum(b"123456789"), 0xCBF4_3926);
+    }
+}

@@ -25,14 +25,14 @@ use core::ops::Range;
 use embedded_storage_async::nor_flash::ReadNorFlash;
 use fleet_schemas::provision::{CONFIG_VERSION, DeviceConfig};
 
-/// The magic that opens a config block.
-pub const MAGIC: [u8; 4] = *b"FLTC";
 /// The config block's format.
-pub const BLOCK_FORMAT: u16 = 1;
+pub use fleet_schemas::provision::CONFIG_BLOCK_FORMAT as BLOCK_FORMAT;
 /// The header's size in bytes.
-pub const HEADER_LEN: usize = 16;
+pub use fleet_schemas::provision::CONFIG_BLOCK_HEADER_LEN as HEADER_LEN;
+/// The magic that opens a config block.
+pub use fleet_schemas::provision::CONFIG_BLOCK_MAGIC as MAGIC;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+use fleet_schemas::provision::CONFIG_BLOCK_CRC as CRC;
 
 /// Why no config could be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,16 +71,8 @@ pub enum ConfigError {
 /// Encodes a config block (header and payload), ready to write at the start of the
 /// config partition.
 pub fn encode_block(config: &DeviceConfig) -> Result<Vec<u8>, ConfigError> {
-    let payload = postcard::to_allocvec(config).map_err(|_| ConfigError::Decode)?;
-    let len = u32::try_from(payload.len()).map_err(|_| ConfigError::TooLarge { len: payload.len(), max: 0 })?;
-    let mut block = Vec::with_capacity(HEADER_LEN + payload.len());
-    block.extend_from_slice(&MAGIC);
-    block.extend_from_slice(&BLOCK_FORMAT.to_le_bytes());
-    block.extend_from_slice(&0u16.to_le_bytes());
-    block.extend_from_slice(&len.to_le_bytes());
-    block.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
-    block.extend_from_slice(&payload);
-    Ok(block)
+    // The one encoder `fleetctl device provision --kind mcu` uses too.
+    fleet_schemas::provision::config_block(config).map_err(|_| ConfigError::Decode)
 }
 
 /// Reads and checks the config block in `range` of `flash`.
