@@ -180,3 +180,67 @@ async fn an_operator_provisions_pushes_watches_and_rotates() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "serve exited with {status}");
 }
+
+#[test]
+fn provisioning_a_microcontroller_writes_what_is_flashed_and_the_script_that_flashes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("mcu-1");
+    let result = fleetctl(
+        &data,
+        &["device", "provision", "mcu-1", "--kind", "mcu", "--out", out.to_str().unwrap(), "--broker", "10.0.0.5:1884"],
+    );
+    assert_eq!(code(&result), 0, "{}", stderr(&result));
+    assert!(stderr(&result).contains("flash.sh qemu FIRMWARE_ELF"), "{}", stderr(&result));
+
+    // The block is the one encoder's output for the config agent.json holds.
+    let config: DeviceConfig = serde_json::from_str(&std::fs::read_to_string(out.join("agent.json")).unwrap()).unwrap();
+    let block = std::fs::read(out.join("config-block.bin")).unwrap();
+    assert_eq!(block, fleet_schemas::provision::config_block(&config).unwrap());
+    assert_eq!(&block[..4], b"FLTC");
+    // The QEMU flash image: the board's 256 KiB, erased, the block in the config page.
+    let flash = std::fs::read(out.join("fleet-flash.bin")).unwrap();
+    assert_eq!(flash.len(), 64 * 4096);
+    assert!(flash.starts_with(&block));
+    assert!(flash[block.len()..].iter().all(|&b| b == 0xff));
+    // Secrets stay the owner's; the script is executable.
+    for (name, mode) in [("config-block.bin", 0o600), ("fleet-flash.bin", 0o600), ("flash.sh", 0o700)] {
+        let meta = std::fs::metadata(out.join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
+    }
+    // The script knows the broker and refuses to run without a firmware image.
+    let script = std::fs::read_to_string(out.join("flash.sh")).unwrap();
+    assert!(script.contains("10.0.0.5:1884"), "{script}");
+    let usage = Command::new("sh").arg(out.join("flash.sh")).arg("qemu").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage:"));
+    let bad = Command::new("sh").arg(out.join("flash.sh")).args(["teleport", "/etc/hostname"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    // --firmware puts the image beside the config; flash.sh then needs no argument for it.
+    let elf = dir.path().join("agent.elf");
+    std::fs::write(&elf, b"\x7fELF\x01\x01\x01 an image").unwrap();
+    let out2 = dir.path().join("mcu-2");
+    let (out2_s, elf_s) = (out2.to_str().unwrap(), elf.to_str().unwrap());
+    let result =
+        fleetctl(&data, &["device", "provision", "mcu-2", "--kind", "mcu", "--out", out2_s, "--firmware", elf_s]);
+    assert_eq!(code(&result), 0, "{}", stderr(&result));
+    assert_eq!(std::fs::read(out2.join("firmware.elf")).unwrap(), std::fs::read(&elf).unwrap());
+    // Refused, and nothing registered: an image that is not ELF, or one for a gateway.
+    let not_elf = dir.path().join("agent.bin");
+    std::fs::write(&not_elf, b"MZ not firmware").unwrap();
+    let out3 = dir.path().join("mcu-3");
+    let args = ["device", "provision", "mcu-3", "--kind", "mcu", "--out", out3.to_str().unwrap()];
+    let result = fleetctl(&data, &[&args[..], &["--firmware", not_elf.to_str().unwrap()]].concat());
+    assert_eq!(code(&result), 2, "{}", stderr(&result));
+    assert!(stderr(&result).contains("not an ELF image"), "{}", stderr(&result));
+    let gw_args = ["device", "provision", "gw-9", "--out", out3.to_str().unwrap(), "--firmware", elf_s];
+    assert_eq!(code(&fleetctl(&data, &gw_args)), 2);
+    assert!(!out3.join("agent.json").exists());
+
+    // A Linux gateway gets its agent.json only.
+    let gw = dir.path().join("gw-1");
+    let result = fleetctl(&data, &["device", "provision", "gw-1", "--out", gw.to_str().unwrap()]);
+    assert_eq!(code(&result), 0, "{}", stderr(&result));
+    assert!(!gw.join("flash.sh").exists());
+}

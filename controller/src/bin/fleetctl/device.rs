@@ -12,7 +12,7 @@ use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
 use fleet_controller::model::{DeviceKind, format_labels, parse_labels};
 use fleet_controller::store::{DeviceRow, NewDevice};
 use fleet_controller::{random_32, unix_ms};
-use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed};
+use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::topics::DEFAULT_PREFIX;
 use fleet_schemas::{DeviceId, Digest, Presence, SigningKey, TrustedKey};
@@ -33,12 +33,18 @@ pub enum DeviceCommand {
         /// The kind of device.
         #[arg(long, default_value = "linux", value_parser = ["linux", "mcu"])]
         kind: String,
-        /// Where to write agent.json (created, mode 0600). Copy it to the device.
+        /// Where to write agent.json (created, mode 0600). Copy it to the device. With
+        /// --kind mcu also: config-block.bin (what is flashed at the board's config
+        /// partition), fleet-flash.bin (the same, as a QEMU flash image) and flash.sh.
         #[arg(long)]
         out: PathBuf,
         /// The broker address the device connects to, HOST:PORT.
         #[arg(long, default_value = "127.0.0.1:1883")]
         broker: String,
+        /// For --kind mcu: the firmware image (ELF) to put beside the config as
+        /// firmware.elf, so the directory holds everything flash.sh flashes.
+        #[arg(long, value_name = "ELF")]
+        firmware: Option<PathBuf>,
     },
     /// List devices.
     List {
@@ -58,15 +64,23 @@ pub enum DeviceCommand {
 
 pub fn run(data_dir: &Path, command: DeviceCommand) -> Outcome {
     match command {
-        DeviceCommand::Provision { id, labels, kind, out, broker } => {
-            provision(data_dir, &id, &labels, &kind, &out, &broker)
+        DeviceCommand::Provision { id, labels, kind, out, broker, firmware } => {
+            provision(data_dir, &id, &labels, &kind, &out, &broker, firmware.as_deref())
         }
         DeviceCommand::List { json } => list(data_dir, json),
         DeviceCommand::Show { id, json } => show(data_dir, &id, json),
     }
 }
 
-fn provision(data_dir: &Path, id: &str, labels: &str, kind: &str, out: &Path, broker: &str) -> Outcome {
+fn provision(
+    data_dir: &Path,
+    id: &str,
+    labels: &str,
+    kind: &str,
+    out: &Path,
+    broker: &str,
+    firmware: Option<&Path>,
+) -> Outcome {
     let id = DeviceId::new(id).map_err(|e| UsageError::plain(format!("`{id}` is not a valid device id: {e}")))?;
     let labels =
         parse_labels(labels).map_err(|e| UsageError::new(e.0, "labels look like --labels site=plant-3,role=gw"))?;
@@ -76,6 +90,25 @@ fn provision(data_dir: &Path, id: &str, labels: &str, kind: &str, out: &Path, br
         .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
         .filter(|(host, _)| !host.is_empty())
         .ok_or_else(|| UsageError::new(format!("`{broker}` is not HOST:PORT"), "for example --broker 10.0.0.5:1883"))?;
+    let firmware = match firmware {
+        Some(_) if kind != DeviceKind::Mcu => {
+            return Err(UsageError::plain("--firmware is for --kind mcu (a gateway runs fleet-agent)").into());
+        }
+        Some(path) => {
+            let image = std::fs::read(path).map_err(|e| {
+                UsageError::new(format!("cannot read {}: {e}", path.display()), "give the path of the firmware's ELF")
+            })?;
+            if !image.starts_with(b"\x7fELF") {
+                return Err(UsageError::new(
+                    format!("{} is not an ELF image", path.display()),
+                    "firmware-sdk builds it: cargo build --release --target thumbv7em-none-eabihf -p fleet-board-mps2-an386",
+                )
+                .into());
+            }
+            Some(image)
+        }
+        None => None,
+    };
     let config_path = out.join("agent.json");
     if config_path.exists() {
         return Err(UsageError::new(
@@ -107,7 +140,7 @@ fn provision(data_dir: &Path, id: &str, labels: &str, kind: &str, out: &Path, br
         device_key: SecretSeed(Digest(device_seed)),
         root_key: root.public_key,
         job_keys,
-        broker: BrokerEndpoint { host, port, tls: false },
+        broker: BrokerEndpoint { host: host.clone(), port, tls: false },
         username: id.to_string(),
         password: password.clone(),
         topic_prefix: DEFAULT_PREFIX.to_string(),
@@ -122,15 +155,28 @@ fn provision(data_dir: &Path, id: &str, labels: &str, kind: &str, out: &Path, br
     write_secret(&config_path, &json)?;
     let mut written = vec![config_path.clone()];
     if kind == DeviceKind::Mcu {
-        let postcard_path = out.join("agent.postcard");
-        let bytes = postcard::to_allocvec(&config)?;
-        std::fs::write(&postcard_path, &bytes)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&postcard_path, std::fs::Permissions::from_mode(0o600))
-            })
-            .with_context(|| format!("writing {}", postcard_path.display()))?;
-        written.push(postcard_path);
+        let block = config_block(&config).context("encoding the config block")?;
+        if block.len() > CONFIG_PAGE_BYTES {
+            return Err(UsageError::new(
+                format!("the config block is {} bytes; the board's config page holds {CONFIG_PAGE_BYTES}", block.len()),
+                "use fewer or shorter labels",
+            )
+            .into());
+        }
+        let mut flash = vec![0xffu8; QEMU_FLASH_BYTES];
+        flash[..block.len()].copy_from_slice(&block);
+        let files: [(&str, Vec<u8>, u32); 4] = [
+            ("agent.postcard", postcard::to_allocvec(&config)?, 0o600),
+            ("config-block.bin", block, 0o600),
+            (QEMU_FLASH_FILE, flash, 0o600),
+            ("flash.sh", flash_script(&id, &host, port).into_bytes(), 0o700),
+        ];
+        let image = firmware.map(|image| (FIRMWARE_FILE, image, 0o644));
+        for (name, bytes, mode) in files.into_iter().chain(image) {
+            let path = out.join(name);
+            write_with_mode(&path, &bytes, mode).with_context(|| format!("writing {}", path.display()))?;
+            written.push(path);
+        }
     }
     let device = NewDevice {
         id: id.clone(),
@@ -149,9 +195,90 @@ fn provision(data_dir: &Path, id: &str, labels: &str, kind: &str, out: &Path, br
     for path in &written {
         eprintln!("wrote {}", path.display());
     }
-    eprintln!("provisioned {id} ({kind}); copy {} to the device (it holds its secret key)", config_path.display());
+    if kind == DeviceKind::Mcu {
+        eprintln!(
+            "provisioned {id} ({kind}); flash it with {}/flash.sh qemu FIRMWARE_ELF, or flash.sh probe-rs FIRMWARE_ELF \
+             CHIP CONFIG_ADDRESS for a board on a probe (the files hold its secret key)",
+            out.display()
+        );
+    } else {
+        eprintln!("provisioned {id} ({kind}); copy {} to the device (it holds its secret key)", config_path.display());
+    }
     println!("{id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config page of the QEMU `mps2-an386` board (`firmware-sdk`'s `LAYOUT`): the
+/// first 4 KiB erase page of its flash.
+const CONFIG_PAGE_BYTES: usize = 4096;
+/// The board's flash: the config page and 63 store pages. QEMU has no flash at that
+/// address, so the firmware keeps it in a host file through semihosting.
+const QEMU_FLASH_BYTES: usize = 64 * 4096;
+/// The flash file's name, as the firmware opens it (in QEMU's working directory).
+const QEMU_FLASH_FILE: &str = "fleet-flash.bin";
+/// The firmware image's name in the directory, with --firmware.
+const FIRMWARE_FILE: &str = "firmware.elf";
+
+/// Writes `bytes` to `path`, created with `mode` (the config holds the device's secrets).
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The script that flashes a provisioned microcontroller: onto QEMU's `mps2-an386`
+/// (its flash file is this directory's `fleet-flash.bin`), or onto a real board
+/// through probe-rs.
+fn flash_script(id: &DeviceId, host: &str, port: u16) -> String {
+    format!(
+        r#"#!/bin/sh
+# Flashes device {id}. Written by `fleetctl device provision {id} --kind mcu`, beside
+# config-block.bin (its identity, keys and broker credentials: keep it secret) and
+# {flash} (the same block in an erased flash image, for QEMU).
+#
+# FIRMWARE_ELF defaults to firmware.elf here (fleetctl's --firmware puts it there).
+#
+#   ./flash.sh qemu [FIRMWARE_ELF]
+#       Boots the firmware on QEMU mps2-an386 with this device's flash ({flash},
+#       kept here: run it again for a power cycle). Its UART is wired to the broker,
+#       {host}:{port}, or FLEET_BROKER=HOST:PORT.
+#   ./flash.sh probe-rs FIRMWARE_ELF|- CHIP CONFIG_ADDRESS   (- for firmware.elf)
+#       Writes config-block.bin at CONFIG_ADDRESS (the start of the board's config
+#       partition), then flashes and runs the firmware, through a debug probe.
+#
+# The firmware image comes from firmware-sdk:
+#   cargo build --release --target thumbv7em-none-eabihf -p fleet-board-mps2-an386
+set -eu
+here="$(cd "$(dirname "$0")" && pwd)"
+usage() {{
+  echo "usage: $0 qemu [FIRMWARE_ELF] | $0 probe-rs FIRMWARE_ELF|- CHIP CONFIG_ADDRESS (see the top of this file)" >&2
+  exit 2
+}}
+mode="${{1:-}}"
+firmware="${{2:--}}"
+[ "$firmware" = "-" ] && firmware="$here/{image}"
+[ -f "$firmware" ] || usage
+case "$mode" in
+  qemu)
+    broker="${{FLEET_BROKER:-{host}:{port}}}"
+    cd "$here"
+    exec qemu-system-arm -M mps2-an386 -display none -monitor none       -semihosting-config enable=on,target=native       -serial "tcp:$broker,reconnect=1" -kernel "$firmware"
+    ;;
+  probe-rs)
+    chip="${{3:-}}"
+    address="${{4:-}}"
+    [ -n "$chip" ] && [ -n "$address" ] || usage
+    probe-rs download --chip "$chip" --binary-format bin --base-address "$address" "$here/config-block.bin"
+    exec probe-rs run --chip "$chip" "$firmware"
+    ;;
+  *) usage ;;
+esac
+"#,
+        flash = QEMU_FLASH_FILE,
+        image = FIRMWARE_FILE,
+    )
 }
 
 /// A device as `--json` prints it.
