@@ -28,7 +28,7 @@ use crate::process::{ChildProcess, Logs, run_to_end};
 
 /// The hardware side of a board.
 pub trait Board: Send {
-    /// Writes the provisioned config block ([`config_block`]) where the firmware reads
+    /// Writes the provisioned config block (`config-block.bin`) where the firmware reads
     /// it: the start of the config partition of its flash.
     fn install_config(&mut self, block: &[u8]) -> Result<()>;
 
@@ -44,23 +44,6 @@ pub trait Board: Send {
 
     /// Its console (semihosting output, RTT, or the bridge's messages).
     fn logs(&self) -> &Logs;
-}
-
-/// The config block the firmware reads from flash (`firmware-sdk/sdk/src/config.rs`):
-/// magic `FLTC`, block format 1 (u16 LE), reserved (u16), payload length (u32 LE),
-/// CRC-32/ISO-HDLC of the payload (u32 LE), then the payload, which is the postcard
-/// `DeviceConfig` that `fleetctl device provision --kind mcu` writes as `agent.postcard`.
-pub fn config_block(postcard: &[u8]) -> Result<Vec<u8>> {
-    let len = u32::try_from(postcard.len())
-        .map_err(|_| HarnessError::Usage(format!("a {} byte device config is too large", postcard.len())))?;
-    let mut block = Vec::with_capacity(16 + postcard.len());
-    block.extend_from_slice(b"FLTC");
-    block.extend_from_slice(&1u16.to_le_bytes());
-    block.extend_from_slice(&0u16.to_le_bytes());
-    block.extend_from_slice(&len.to_le_bytes());
-    block.extend_from_slice(&crc32fast::hash(postcard).to_le_bytes());
-    block.extend_from_slice(postcard);
-    Ok(block)
 }
 
 /// Where the firmware workspace's builds go: `$FLEET_FIRMWARE_TARGET_DIR`, else
@@ -145,6 +128,9 @@ pub struct QemuBoard {
     image: PathBuf,
     dir: PathBuf,
     flash_bytes: usize,
+    /// `flash.sh` from `fleetctl device provision --kind mcu`, when the board boots
+    /// through it.
+    script: Option<PathBuf>,
     logs: Logs,
     child: Option<ChildProcess>,
 }
@@ -165,9 +151,20 @@ impl QemuBoard {
             image: image.to_path_buf(),
             dir: dir.to_path_buf(),
             flash_bytes: Self::FLASH_BYTES,
+            script: None,
             logs,
             child: None,
         })
+    }
+
+    /// A board flashed and booted the way an operator does it: from the directory
+    /// `fleetctl device provision --kind mcu --out DIR` wrote, booting with its
+    /// `flash.sh qemu IMAGE` on its `fleet-flash.bin`. Call before provisioning; the
+    /// flash image and script must be there by [`Board::install_config`].
+    pub fn provisioned(image: &Path, provision_dir: &Path) -> Result<Self> {
+        let mut board = Self::new(image, provision_dir)?;
+        board.script = Some(provision_dir.join("flash.sh"));
+        Ok(board)
     }
 
     /// The flash file.
@@ -178,6 +175,22 @@ impl QemuBoard {
 
 impl Board for QemuBoard {
     fn install_config(&mut self, block: &[u8]) -> Result<()> {
+        if let Some(script) = &self.script {
+            // fleetctl wrote the flash image beside its script: check it holds this
+            // block and boot from it as it is.
+            let path = self.flash_path();
+            let flash = std::fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?;
+            let erased = flash.get(block.len()..).is_some_and(|rest| rest.iter().all(|&b| b == 0xff));
+            if flash.len() != self.flash_bytes || !flash.starts_with(block) || !erased || !script.is_file() {
+                return Err(HarnessError::Usage(format!(
+                    "{} is not an erased {} byte flash image starting with the config block, or {} is missing",
+                    path.display(),
+                    self.flash_bytes,
+                    script.display()
+                )));
+            }
+            return Ok(());
+        }
         if block.len() > 4096 {
             return Err(HarnessError::Usage(format!(
                 "a {} byte config block does not fit its 4 KiB page",
@@ -198,15 +211,26 @@ impl Board for QemuBoard {
             what: "qemu-system-arm".into(),
             how: "apt-get install -y qemu-system-arm".into(),
         })?;
-        let mut command = Command::new(qemu);
-        command
-            .current_dir(&self.dir)
-            .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-serial")
-            .arg(format!("tcp:{broker},reconnect=1"))
-            .arg("-kernel")
-            .arg(&self.image);
+        let mut command = match &self.script {
+            // `exec`s QEMU, so the child is QEMU itself and a kill is a power cut.
+            Some(script) => {
+                let mut command = Command::new("sh");
+                command.arg(script).arg("qemu").arg(&self.image).env("FLEET_BROKER", broker.to_string());
+                command
+            }
+            None => {
+                let mut command = Command::new(qemu);
+                command
+                    .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
+                    .args(["-semihosting-config", "enable=on,target=native"])
+                    .arg("-serial")
+                    .arg(format!("tcp:{broker},reconnect=1"))
+                    .arg("-kernel")
+                    .arg(&self.image);
+                command
+            }
+        };
+        command.current_dir(&self.dir);
         self.child = Some(ChildProcess::spawn("qemu mps2-an386", command, &self.logs)?);
         Ok(())
     }
@@ -392,17 +416,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn the_config_block_has_the_firmware_header() {
-        let block = config_block(b"abc").unwrap();
-        assert_eq!(&block[..4], b"FLTC");
-        assert_eq!(u16::from_le_bytes([block[4], block[5]]), 1);
-        assert_eq!(u32::from_le_bytes([block[8], block[9], block[10], block[11]]), 3);
-        // CRC-32/ISO-HDLC check value of "123456789" is 0xCBF43926.
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
-        assert_eq!(&block[16..], b"abc");
-    }
 
     #[test]
     fn command_placeholders_are_filled_in() {

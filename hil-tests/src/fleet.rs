@@ -34,7 +34,7 @@ use fleet_schemas::DeviceId;
 use fleet_schemas::provision::DeviceConfig;
 
 use crate::agent::{AgentTuning, LinuxAgent};
-use crate::board::{Board, BoardDevice, config_block};
+use crate::board::{Board, BoardDevice};
 use crate::controller::{Controller, Fleetctl, ServeBroker, free_port};
 use crate::device::{Device, DeviceKind};
 use crate::error::{HarnessError, Result, io};
@@ -287,12 +287,13 @@ impl Fleet {
         self.insert(id, Box::new(agent), proxy, config)
     }
 
-    /// Provisions a board (`--kind mcu`) and installs its config block.
+    /// Provisions a board (`--kind mcu`) and installs the config block `fleetctl` wrote
+    /// for it (`config-block.bin`), as an operator flashes it.
     pub fn add_board(&mut self, id: &str, labels: &str, mut board: Box<dyn Board>) -> Result<()> {
         let (proxy, config, dir) = self.provision(id, labels, DeviceKind::Mcu)?;
-        let postcard_path = dir.join("agent.postcard");
-        let postcard = std::fs::read(&postcard_path).map_err(io(format!("cannot read {}", postcard_path.display())))?;
-        board.install_config(&config_block(&postcard)?)?;
+        let block_path = dir.join("config-block.bin");
+        let block = std::fs::read(&block_path).map_err(io(format!("cannot read {}", block_path.display())))?;
+        board.install_config(&block)?;
         let device = BoardDevice::new(id, board, proxy.addr());
         self.insert(id, Box::new(device), proxy, config)
     }

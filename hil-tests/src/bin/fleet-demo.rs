@@ -89,7 +89,7 @@ fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
     }
     if let Some(image) = &board_image {
         let (id, labels) = BOARD;
-        let board = QemuBoard::new(image, &fleet.device_dir(id).join("board"))?;
+        let board = QemuBoard::provisioned(image, &fleet.device_dir(id))?;
         fleet.add_board(id, labels, Box::new(board)).with_context(|| format!("provisioning {id}"))?;
         println!(
             "      $ fleetctl device provision {id} --kind mcu --labels {labels} --out devices/{id}   (QEMU mps2-an386)"

@@ -106,7 +106,7 @@ impl Bench {
         if let Some(image) = &self.board_image {
             for i in 1..=boards {
                 let id = format!("mcu-{i:02}");
-                let board = QemuBoard::new(image, &fleet.device_dir(&id).join("board"))?;
+                let board = QemuBoard::provisioned(image, &fleet.device_dir(&id))?;
                 fleet.add_board(&id, "kind=mcu", Box::new(board))?;
             }
         }
