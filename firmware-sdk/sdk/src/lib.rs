@@ -33,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod exec;
 pub mod heap;
+pub mod inputs;
 pub mod journal;
 pub mod layout;
 pub mod mqtt;

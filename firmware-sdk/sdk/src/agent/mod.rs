@@ -42,7 +42,9 @@ use core::fmt;
 
 use embedded_storage_async::nor_flash::MultiwriteNorFlash;
 use fleet_agent_core::{Action, AgentCore, DeliveryToken, Input, Notice, Now, Outcome, Publish, RecoverError, StoreOp};
-use fleet_executor::{Job, NoInputs, WasmiExecutor};
+use fleet_executor::{Job, WasmiExecutor};
+
+use crate::inputs::BoardData;
 use fleet_schemas::chunk::module_matches;
 use fleet_schemas::provision::DeviceConfig;
 use fleet_schemas::{ExecutionKey, FailReason, JobSpec, ModuleSource, RunReport};
@@ -91,7 +93,7 @@ pub enum AgentError {
 }
 
 /// The parts a board hands the agent.
-pub struct Parts<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> {
+pub struct Parts<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData> {
     /// The provisioned config.
     pub config: &'a DeviceConfig,
     /// What the board decides.
@@ -102,6 +104,10 @@ pub struct Parts<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> 
     pub journal: (Journal<F>, crate::journal::Tables),
     /// The executor (the board gives it its clock).
     pub executor: WasmiExecutor,
+    /// The board's data sources, by the names jobs open: a [`crate::inputs::BoardInputs`], or
+    /// `fleet_executor::NoInputs` for a board without any (which keeps the input code
+    /// out of the image).
+    pub inputs: I,
     /// The clock.
     pub clock: &'a C,
     /// The log.
@@ -109,11 +115,12 @@ pub struct Parts<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> 
 }
 
 /// The running agent. See the module docs.
-pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> {
+pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData> {
     core: AgentCore,
     link: Link<T>,
     journal: Journal<F>,
     executor: WasmiExecutor,
+    inputs: I,
     clock: &'a C,
     console: &'a L,
     /// Executions the core started, to run once the current actions are done.
@@ -125,11 +132,11 @@ pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> 
     backoff_ms: u64,
 }
 
-impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> Agent<'a, T, F, C, L> {
+impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData> Agent<'a, T, F, C, L, I> {
     /// Builds the core from the config and the replayed journal.
-    pub fn new(parts: Parts<'a, T, F, C, L>) -> Result<Self, AgentError> {
-        let Parts { config, settings, transport, journal: (journal, tables), executor, clock, console } = parts;
-        let agent_config = setup::agent_config(config, &settings)?;
+    pub fn new(parts: Parts<'a, T, F, C, L, I>) -> Result<Self, AgentError> {
+        let Parts { config, settings, transport, journal: (journal, tables), executor, inputs, clock, console } = parts;
+        let agent_config = setup::agent_config(config, &settings, inputs.names())?;
         let recovered = tables.into_recovered();
         console.line(format_args!(
             "agent: recovered {} queued, {} in outbox, replay seq {}",
@@ -144,6 +151,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> Agent<'a, T,
             link: Link::new(transport, session),
             journal,
             executor,
+            inputs,
             clock,
             console,
             runs: VecDeque::new(),
@@ -314,7 +322,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console> Agent<'a, T,
         };
         self.console.line(format_args!("job: running {}", Key(key)));
         let started = self.clock.now_ms();
-        let outcome = match self.executor.run(&Job::from_spec(job, module), NoInputs) {
+        let outcome = match self.executor.run(&Job::from_spec(job, module), self.inputs.clone()) {
             Ok(report) => Outcome::Succeeded(report),
             Err(failure) => {
                 Outcome::Failed { reason: failure.reason, message: failure.message, report: failure.report }

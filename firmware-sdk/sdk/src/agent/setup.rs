@@ -75,7 +75,12 @@ pub enum SetupError {
 }
 
 /// The agent core's config for this device.
-pub fn agent_config(config: &DeviceConfig, settings: &Settings) -> Result<AgentConfig, SetupError> {
+/// `inputs` are the names of the board's data inputs, advertised as capabilities.
+pub fn agent_config(
+    config: &DeviceConfig,
+    settings: &Settings,
+    inputs: BTreeSet<String>,
+) -> Result<AgentConfig, SetupError> {
     let topics = Topics::new(&config.topic_prefix).map_err(|_| SetupError::TopicPrefix)?;
     let root_key = Trusted::new(&config.root_key).ok_or(SetupError::RootKey)?;
     let keys = config
@@ -98,7 +103,7 @@ pub fn agent_config(config: &DeviceConfig, settings: &Settings) -> Result<AgentC
             runtime: config.runtime,
             gpu: None,
             labels: config.labels.clone(),
-            data_inputs: BTreeSet::new(),
+            data_inputs: inputs,
             max_module_bytes: settings.max_module_bytes,
         },
         agent_version: settings.agent_version.clone(),

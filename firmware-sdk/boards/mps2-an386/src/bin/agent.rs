@@ -21,7 +21,7 @@ use core::convert::Infallible;
 use fleet_board_mps2_an386::clock::ExecutorClock;
 use fleet_board_mps2_an386::flash::{DEFAULT_FILE, HostFileFlash};
 use fleet_board_mps2_an386::{self as board, Board, LAYOUT, entry, semihost};
-use fleet_executor::{ExecutorConfig, WasmiExecutor};
+use fleet_executor::{ExecutorConfig, NoInputs, WasmiExecutor};
 use fleet_firmware_sdk::agent::{Agent, Console, Parts, Settings};
 use fleet_firmware_sdk::config::read_config;
 use fleet_firmware_sdk::exec::block_on;
@@ -72,8 +72,20 @@ async fn run(board: Board) -> Result<Infallible, String> {
     let executor = WasmiExecutor::new(limits).map_err(|e| format!("executor: {e}"))?.with_clock(ExecutorClock);
 
     let console = Semihosting;
-    let parts =
-        Parts { config: &config, settings, transport: uart, journal, executor, clock: &clock, console: &console };
+    // QEMU's mps2-an386 has no sensor on its I2C buses, so no inputs (and no input code
+    // in the image). A board with one passes fleet_firmware_sdk::inputs::BoardInputs:
+    // BoardInputs::none().add("readings", I2cRegisters::new(bus, 0x48, 0, 2, to_csv)).
+    let inputs = NoInputs;
+    let parts = Parts {
+        config: &config,
+        settings,
+        transport: uart,
+        journal,
+        executor,
+        inputs,
+        clock: &clock,
+        console: &console,
+    };
     let agent = Agent::new(parts).map_err(|e| format!("{e}"))?;
     agent.run().await.map_err(|e| format!("{e}"))
 }
