@@ -91,9 +91,8 @@ fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
         let (id, labels) = BOARD;
         let board = QemuBoard::provisioned(image, &fleet.device_dir(id))?;
         fleet.add_board(id, labels, Box::new(board)).with_context(|| format!("provisioning {id}"))?;
-        println!(
-            "      $ fleetctl device provision {id} --kind mcu --labels {labels} --out devices/{id}   (QEMU mps2-an386)"
-        );
+        println!("      $ fleetctl device provision {id} --kind mcu --labels {labels} --out devices/{id}");
+        println!("      $ devices/{id}/flash.sh qemu <firmware agent image>   (QEMU mps2-an386, booted at step 3)");
     }
 
     step(3, "starting the controller (fleetctl serve, embedded MQTT broker) and the devices");
