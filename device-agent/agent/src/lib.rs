@@ -22,7 +22,7 @@
 //! | [`backoff`] | jittered exponential reconnect delays |
 //! | [`exec`] | one thread per run on the `fleet-executor` wasmtime backend, stop signals |
 //! | [`shell`] | the thread that owns the core and the store and performs actions in order |
-//! | [`gpu`] | GPU detection (a stub: reports none) |
+//! | [`gpu`] | GPU detection (DRM sysfs, NVIDIA's proc files and nvidia-smi), run once at start |
 //!
 //! [`run`] starts it all and returns when the process is told to stop (SIGINT, SIGTERM)
 //! or the store fails.
