@@ -244,3 +244,62 @@ fn provisioning_a_microcontroller_writes_what_is_flashed_and_the_script_that_fla
     assert_eq!(code(&result), 0, "{}", stderr(&result));
     assert!(!gw.join("flash.sh").exists());
 }
+
+/// Records a status for `id` as if the device had published it: `gpu` or none.
+fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuInfo>) {
+    let mut store = fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
+    let status = fleet_schemas::DeviceStatus {
+        device_id: fleet_schemas::DeviceId::new(id).unwrap(),
+        state: fleet_schemas::Presence::Online,
+        runtime: fleet_schemas::RuntimeClass::Gateway,
+        agent_version: "test".into(),
+        labels: Default::default(),
+        queue_depth: 0,
+        outbox_depth: 0,
+        gpu,
+        formats: vec![1],
+        ts: 0,
+    };
+    let json = String::from_utf8(fleet_schemas::status::to_json(&status)).unwrap();
+    assert!(store.set_device_status(&status.device_id, &json, 1).unwrap());
+}
+
+#[test]
+fn a_job_that_requires_a_gpu_goes_only_to_devices_that_advertise_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for id in ["gw-gpu", "gw-cpu", "gw-silent"] {
+        let out = dir.path().join(id);
+        assert_eq!(code(&fleetctl(&data, &["device", "provision", id, "--out", out.to_str().unwrap()])), 0);
+    }
+    let h100 = fleet_schemas::status::GpuInfo { vendor: "nvidia".into(), model: "H100".into(), memory: 80 << 30 };
+    report_status(&data, "gw-gpu", Some(h100));
+    report_status(&data, "gw-cpu", None);
+    // gw-silent never reported a status: it advertises nothing either.
+    let module = dir.path().join("job.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let push = |extra: &[&str]| fleetctl(&data, &[&["job", "push", module.to_str().unwrap()][..], extra].concat());
+
+    let named = push(&["--gpu", "required", "--target", "gw-cpu"]);
+    assert_eq!(code(&named), 2, "{}", stderr(&named));
+    assert!(stderr(&named).contains("no GPU advertised by: gw-cpu"), "{}", stderr(&named));
+
+    let all = push(&["--gpu", "required", "--all"]);
+    assert_eq!(code(&all), 0, "{}", stderr(&all));
+    assert!(stderr(&all).contains("skipping 2 device(s) that advertise no GPU: gw-cpu, gw-silent"), "{}", stderr(&all));
+    let store = fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
+    let job: fleet_schemas::JobId = stdout(&all).parse().unwrap();
+    let targeted: Vec<String> = store.executions(&job).unwrap().iter().map(|e| e.device_id.to_string()).collect();
+    assert_eq!(targeted, ["gw-gpu"]);
+    let spec: fleet_schemas::JobSpec = postcard::from_bytes(&store.job_spec(&job).unwrap()).unwrap();
+    assert_eq!(spec.requirements.gpu, fleet_schemas::GpuRequirement::Required);
+
+    let continuous = push(&["--gpu", "required", "--all", "--continuous"]);
+    assert_eq!(code(&continuous), 2, "{}", stderr(&continuous));
+
+    // Preferred runs everywhere: on the GPU where there is one.
+    let preferred = push(&["--gpu", "preferred", "--all"]);
+    assert_eq!(code(&preferred), 0, "{}", stderr(&preferred));
+    let job: fleet_schemas::JobId = stdout(&preferred).parse().unwrap();
+    assert_eq!(store.executions(&job).unwrap().len(), 3);
+}

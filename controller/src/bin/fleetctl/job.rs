@@ -13,7 +13,9 @@ use fleet_controller::signer::prepare_module;
 use fleet_controller::store::{ExecutionRow, JobRow, NewJob, Store};
 use fleet_controller::{random_32, unix_ms};
 use fleet_schemas::digest::sha256;
-use fleet_schemas::{DeviceId, JobCounts, JobId, JobSpec, JobState, Limits, ModuleSource, Requirements};
+use fleet_schemas::{
+    DeviceId, GpuRequirement, JobCounts, JobId, JobSpec, JobState, Limits, ModuleSource, Requirements,
+};
 use serde::Serialize;
 
 use crate::fmt::{Table, age, parse_duration, parse_pct, parse_rate, printable, size};
@@ -22,7 +24,7 @@ use crate::{Outcome, UsageError, actor};
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Push a WebAssembly module to devices; prints the job id.
-    Push(PushArgs),
+    Push(Box<PushArgs>),
     /// List jobs, newest first.
     List {
         /// Print JSON instead of a table.
@@ -109,6 +111,11 @@ pub struct PushArgs {
     /// Also run on devices provisioned later that match the target.
     #[arg(long)]
     continuous: bool,
+    /// Accelerator use: `required` sends the job only to devices whose status
+    /// advertises a GPU (a device without one would refuse it), `preferred` runs on a
+    /// GPU where there is one and on the CPU elsewhere.
+    #[arg(long, default_value = "none", value_parser = ["none", "preferred", "required"])]
+    gpu: String,
     /// Wait until the job finishes, with a progress bar (exit code 1 on failures).
     #[arg(long)]
     wait: bool,
@@ -116,7 +123,7 @@ pub struct PushArgs {
 
 pub fn run(data_dir: &Path, command: JobCommand) -> Outcome {
     match command {
-        JobCommand::Push(args) => push(data_dir, args),
+        JobCommand::Push(args) => push(data_dir, *args),
         JobCommand::List { json } => list(data_dir, json),
         JobCommand::Status { id, json, wait } => status(data_dir, &id, json, wait),
         JobCommand::Results { id, json } => results(data_dir, &id, json),
@@ -185,6 +192,18 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
 
     let data = DataDir::new(data_dir);
     let mut store = data.open_or_init()?;
+    let gpu = match args.gpu.as_str() {
+        "required" => GpuRequirement::Required,
+        "preferred" => GpuRequirement::Preferred,
+        _ => GpuRequirement::None,
+    };
+    if gpu == GpuRequirement::Required && args.continuous {
+        return Err(UsageError::new(
+            "--gpu required cannot be --continuous yet",
+            "devices provisioned later have not reported whether they have a GPU; push again once they are online",
+        )
+        .into());
+    }
     let targets = match &target {
         Target::Devices(ids) => {
             let unknown: Vec<String> = ids
@@ -205,6 +224,28 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
         }
         other => store.matching_devices(other)?,
     };
+    // A job that requires a GPU goes only where the device's last status advertised
+    // one: elsewhere it would only be refused. Named devices without one are an error;
+    // a selector or --all keeps the devices that have one.
+    let targets = if gpu == GpuRequirement::Required {
+        let (with_gpu, without): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(|id| {
+            matches!(store.device(id.as_str()), Ok(Some(device)) if device.status.as_ref().is_some_and(|s| s.gpu.is_some()))
+        });
+        if !without.is_empty() {
+            let names: Vec<String> = without.iter().map(ToString::to_string).collect();
+            if matches!(target, Target::Devices(_)) {
+                return Err(UsageError::new(
+                    format!("no GPU advertised by: {}", names.join(", ")),
+                    "`fleetctl device list` shows each device's GPU; drop --gpu required to run on the CPU",
+                )
+                .into());
+            }
+            eprintln!("skipping {} device(s) that advertise no GPU: {}", names.len(), names.join(", "));
+        }
+        with_gpu
+    } else {
+        targets
+    };
     if targets.is_empty() && !args.continuous {
         return Err(UsageError::new(
             format!("no device matches {target}"),
@@ -220,7 +261,7 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
         entry: args.entry.clone(),
         args: args.args.clone(),
         limits: Limits { fuel: args.fuel, memory_pages: args.memory_pages, timeout_ms },
-        requirements: Requirements::default(),
+        requirements: Requirements { gpu, ..Requirements::default() },
         inputs: args.inputs.clone(),
     };
     let prepared = prepare_module(spec, &module).map_err(|e| UsageError::plain(e.to_string()))?;
