@@ -3,8 +3,8 @@
 //!
 //! Why a trait at the hardware boundary ([`Board`]) and not at the device: everything
 //! above it is the same for every board (the device is provisioned with `fleetctl device
-//! provision --kind mcu`, its config block is built from the `agent.postcard` that
-//! writes, its link goes through its own fault proxy, a power cycle is off then on on
+//! provision --kind mcu`, its config block is the `config-block.bin` that writes,
+//! its link goes through its own fault proxy, a power cycle is off then on on
 //! the same flash). What differs is four verbs: put the config where the firmware reads
 //! it, power on with the serial link bridged to a TCP address, cut the power, say
 //! whether it runs. So a real board plugs in by implementing those four, or with no
@@ -127,110 +127,76 @@ pub fn qemu_boards_available() -> Result<PathBuf> {
 pub struct QemuBoard {
     image: PathBuf,
     dir: PathBuf,
-    flash_bytes: usize,
-    /// `flash.sh` from `fleetctl device provision --kind mcu`, when the board boots
-    /// through it.
-    script: Option<PathBuf>,
     logs: Logs,
     child: Option<ChildProcess>,
 }
 
 impl QemuBoard {
     /// The flash file's name: the board's `flash::DEFAULT_FILE`, opened by semihosting in
-    /// QEMU's working directory.
+    /// QEMU's working directory, and what `fleetctl device provision --kind mcu` writes.
     pub const FLASH_FILE: &'static str = "fleet-flash.bin";
     /// The flash file's size: the board's `LAYOUT.len()` (one config page and 63 store
     /// pages of 4 KiB).
     pub const FLASH_BYTES: usize = 64 * 4096;
-
-    /// A board running `image`, keeping its flash and console log in `dir`.
-    pub fn new(image: &Path, dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let logs = Logs::new(&dir.join("console.log"))?;
-        Ok(Self {
-            image: image.to_path_buf(),
-            dir: dir.to_path_buf(),
-            flash_bytes: Self::FLASH_BYTES,
-            script: None,
-            logs,
-            child: None,
-        })
-    }
+    /// The script provisioning writes beside the flash file; it boots QEMU on it.
+    pub const FLASH_SCRIPT: &'static str = "flash.sh";
 
     /// A board flashed and booted the way an operator does it: from the directory
-    /// `fleetctl device provision --kind mcu --out DIR` wrote, booting with its
-    /// `flash.sh qemu IMAGE` on its `fleet-flash.bin`. Call before provisioning; the
-    /// flash image and script must be there by [`Board::install_config`].
+    /// `fleetctl device provision --kind mcu --out DIR` writes, with its
+    /// `flash.sh qemu IMAGE` on its `fleet-flash.bin` (both checked by
+    /// [`Board::install_config`], so create the board before provisioning).
     pub fn provisioned(image: &Path, provision_dir: &Path) -> Result<Self> {
-        let mut board = Self::new(image, provision_dir)?;
-        board.script = Some(provision_dir.join("flash.sh"));
-        Ok(board)
+        std::fs::create_dir_all(provision_dir).map_err(io(format!("cannot create {}", provision_dir.display())))?;
+        let logs = Logs::new(&provision_dir.join("console.log"))?;
+        Ok(Self { image: image.to_path_buf(), dir: provision_dir.to_path_buf(), logs, child: None })
     }
 
     /// The flash file.
     pub fn flash_path(&self) -> PathBuf {
         self.dir.join(Self::FLASH_FILE)
     }
+
+    fn script(&self) -> PathBuf {
+        self.dir.join(Self::FLASH_SCRIPT)
+    }
 }
 
 impl Board for QemuBoard {
+    /// fleetctl wrote the flash image beside its script: checks it holds this block and
+    /// boots from it as it is.
     fn install_config(&mut self, block: &[u8]) -> Result<()> {
-        if let Some(script) = &self.script {
-            // fleetctl wrote the flash image beside its script: check it holds this
-            // block and boot from it as it is.
-            let path = self.flash_path();
-            let flash = std::fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?;
-            let erased = flash.get(block.len()..).is_some_and(|rest| rest.iter().all(|&b| b == 0xff));
-            if flash.len() != self.flash_bytes || !flash.starts_with(block) || !erased || !script.is_file() {
-                return Err(HarnessError::Usage(format!(
-                    "{} is not an erased {} byte flash image starting with the config block, or {} is missing",
-                    path.display(),
-                    self.flash_bytes,
-                    script.display()
-                )));
-            }
-            return Ok(());
-        }
-        if block.len() > 4096 {
+        let path = self.flash_path();
+        let flash = std::fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?;
+        let erased = flash.get(block.len()..).is_some_and(|rest| rest.iter().all(|&b| b == 0xff));
+        let script = self.script();
+        if flash.len() != Self::FLASH_BYTES || !flash.starts_with(block) || !erased || !script.is_file() {
             return Err(HarnessError::Usage(format!(
-                "a {} byte config block does not fit its 4 KiB page",
-                block.len()
+                "{} is not an erased {} byte flash image starting with the config block, or {} is missing",
+                path.display(),
+                Self::FLASH_BYTES,
+                script.display()
             )));
         }
-        let mut flash = vec![0xffu8; self.flash_bytes];
-        flash[..block.len()].copy_from_slice(block);
-        let path = self.flash_path();
-        std::fs::write(&path, flash).map_err(io(format!("cannot write {}", path.display())))
+        Ok(())
     }
 
     fn power_on(&mut self, broker: SocketAddr) -> Result<()> {
         if self.is_powered() {
             return Ok(());
         }
-        let qemu = find_program("qemu-system-arm").ok_or_else(|| HarnessError::Unavailable {
+        // The script would fail the same way; this says how to fix it.
+        find_program("qemu-system-arm").ok_or_else(|| HarnessError::Unavailable {
             what: "qemu-system-arm".into(),
             how: "apt-get install -y qemu-system-arm".into(),
         })?;
-        let mut command = match &self.script {
-            // `exec`s QEMU, so the child is QEMU itself and a kill is a power cut.
-            Some(script) => {
-                let mut command = Command::new("sh");
-                command.arg(script).arg("qemu").arg(&self.image).env("FLEET_BROKER", broker.to_string());
-                command
-            }
-            None => {
-                let mut command = Command::new(qemu);
-                command
-                    .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
-                    .args(["-semihosting-config", "enable=on,target=native"])
-                    .arg("-serial")
-                    .arg(format!("tcp:{broker},reconnect=1"))
-                    .arg("-kernel")
-                    .arg(&self.image);
-                command
-            }
-        };
-        command.current_dir(&self.dir);
+        // The script `exec`s QEMU, so the child is QEMU itself and a kill is a power cut.
+        let mut command = Command::new("sh");
+        command
+            .current_dir(&self.dir)
+            .arg(self.script())
+            .arg("qemu")
+            .arg(&self.image)
+            .env("FLEET_BROKER", broker.to_string());
         self.child = Some(ChildProcess::spawn("qemu mps2-an386", command, &self.logs)?);
         Ok(())
     }
