@@ -441,11 +441,16 @@ impl Server {
                     // Not acknowledged: the broker delivers it again after a reconnect.
                     Err(error) => error!(%error, topic = %publish.topic, "could not record a message"),
                 },
-                other => {
-                    result = self.on_net(other).await;
+                Net::Connected { session_present } => {
+                    result = self.on_connected(session_present).await;
                     if result.is_err() {
                         break;
                     }
+                }
+                Net::Disconnected(reason) => warn!(%reason, "broker connection lost; reconnecting"),
+                Net::PubAck => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.pump().await;
                 }
             }
         }
@@ -491,36 +496,25 @@ impl Server {
         Ok(())
     }
 
-    async fn on_net(&mut self, message: Net) -> Result<(), ServeError> {
-        match message {
-            Net::Connected { session_present } => {
-                info!(session_present, "connected to the broker");
-                // rumqttc sends what was in flight again on its own; counting those as
-                // gone errs by at most one window, and a count that drifted heals here.
-                self.in_flight = 0;
-                for filter in [self.topics.all_device_events(), self.topics.all_device_status()] {
-                    if let Err(error) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
-                        error!(%error, "could not subscribe");
-                    }
-                }
-                self.publish_controller_status(Presence::Online).await;
-                // A broker without our session (first start, or it lost state) has none of
-                // the retained documents or in-flight envelopes either: publish them again.
-                if !self.connected_once || !session_present {
-                    self.online_since_fresh_broker.clear();
-                    self.republish_all().await?;
-                }
-                self.connected_once = true;
-                self.dirty = true;
+    async fn on_connected(&mut self, session_present: bool) -> Result<(), ServeError> {
+        info!(session_present, "connected to the broker");
+        // rumqttc sends what was in flight again on its own; counting those as gone errs
+        // by at most one window, and a count that drifted heals here.
+        self.in_flight = 0;
+        for filter in [self.topics.all_device_events(), self.topics.all_device_status()] {
+            if let Err(error) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
+                error!(%error, "could not subscribe");
             }
-            Net::Disconnected(reason) => warn!(%reason, "broker connection lost; reconnecting"),
-            Net::PubAck => {
-                self.in_flight = self.in_flight.saturating_sub(1);
-                self.pump().await;
-            }
-            // `on_net_batch` records messages (and acknowledges them after its commit).
-            Net::Publish(publish) => Box::pin(self.on_net_batch(vec![Net::Publish(publish)])).await?,
         }
+        self.publish_controller_status(Presence::Online).await;
+        // A broker without our session (first start, or it lost state) has none of the
+        // retained documents or in-flight envelopes either: publish them again.
+        if !self.connected_once || !session_present {
+            self.online_since_fresh_broker.clear();
+            self.republish_all().await?;
+        }
+        self.connected_once = true;
+        self.dirty = true;
         Ok(())
     }
 
