@@ -25,8 +25,8 @@ use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, Sec
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::topics::DEFAULT_PREFIX;
 use fleet_schemas::{
-    DeviceId, Digest, JobCounts, JobId, JobSpec, KeyRing, Limits, ModuleSource, Presence, Requirements, RuntimeClass,
-    SigningKey, Topics, Trusted, TrustedKey,
+    DeviceId, Digest, JobCounts, JobId, JobSpec, KeyRing, Limits, ModuleSource, Presence, PublicKey, Requirements,
+    RuntimeClass, SigningKey, Topics, Trusted, TrustedKey,
 };
 
 use crate::swarm::{Identity, Trust};
@@ -56,6 +56,8 @@ pub struct BenchFleet {
     store: Store,
     devices: Vec<Identity>,
     trust: Trust,
+    root_key: PublicKey,
+    job_keys: Vec<TrustedKey>,
     controller: Option<RunningController>,
     mosquitto: Option<Mosquitto>,
     broker: SocketAddr,
@@ -72,10 +74,15 @@ impl BenchFleet {
         for device in &identities {
             store.insert_device(&registration(device), "bench", now)?;
         }
-        let root = store.root_key()?.context("the data directory has no root key")?;
-        let root = Trusted::new(&root.public_key).context("the root key is not a valid ed25519 key")?;
-        let keys = store
+        // What every device is provisioned to trust, read once.
+        let root_key = store.root_key()?.context("the data directory has no root key")?.public_key;
+        let job_keys: Vec<TrustedKey> = store
             .trusted_job_keys()?
+            .iter()
+            .map(|k| TrustedKey { key_id: k.key_id, public_key: k.public_key })
+            .collect();
+        let root = Trusted::new(&root_key).context("the root key is not a valid ed25519 key")?;
+        let keys = job_keys
             .iter()
             .map(|k| Trusted::new(&k.public_key))
             .collect::<Option<Vec<_>>>()
@@ -103,6 +110,8 @@ impl BenchFleet {
             store,
             devices: identities,
             trust: Trust { root, keys },
+            root_key,
+            job_keys,
             controller: Some(controller),
             mosquitto,
             broker,
@@ -126,27 +135,20 @@ impl BenchFleet {
 
     /// What `fleetctl device provision` writes for `device` (`agent.json`), pointing at
     /// this fleet's broker: for running a real `fleet-agent` as one of the devices.
-    pub fn device_config(&self, device: &Identity) -> anyhow::Result<DeviceConfig> {
-        let root = self.store.root_key()?.context("the data directory has no root key")?;
-        let job_keys = self
-            .store
-            .trusted_job_keys()?
-            .iter()
-            .map(|k| TrustedKey { key_id: k.key_id, public_key: k.public_key })
-            .collect();
-        Ok(DeviceConfig {
+    pub fn device_config(&self, device: &Identity) -> DeviceConfig {
+        DeviceConfig {
             version: CONFIG_VERSION,
             device_id: device.id.clone(),
             device_key: SecretSeed(Digest(device.key.to_bytes())),
-            root_key: root.public_key,
-            job_keys,
+            root_key: self.root_key,
+            job_keys: self.job_keys.clone(),
             broker: BrokerEndpoint { host: self.broker.ip().to_string(), port: self.broker.port(), tls: false },
             username: device.id.to_string(),
             password: device.password.clone(),
             topic_prefix: DEFAULT_PREFIX.to_string(),
             runtime: RuntimeClass::Gateway,
             labels: Default::default(),
-        })
+        }
     }
 
     /// Waits until the controller has recorded every device online.

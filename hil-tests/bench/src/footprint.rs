@@ -31,7 +31,7 @@ pub async fn footprint(quick: bool, table: &mut Table) -> anyhow::Result<()> {
     let device = fleet.devices()[0].clone();
     let dir = tempfile::Builder::new().prefix("fleet-bench-agent-").tempdir()?;
     let config = dir.path().join("agent.json");
-    std::fs::write(&config, serde_json::to_vec_pretty(&fleet.device_config(&device)?)?)?;
+    std::fs::write(&config, serde_json::to_vec_pretty(&fleet.device_config(&device))?)?;
     let log = std::fs::File::create(dir.path().join("agent.log"))?;
     let mut child = Command::new(&agent)
         .arg("--config")
