@@ -29,6 +29,7 @@ const JOBS: &[(&str, &str)] = &[
     ("memory-grab", "memory_grab.wasm"),
     ("deep-recursion", "deep_recursion.wasm"),
     ("bad-pointer", "bad_pointer.wasm"),
+    ("window-classify", "window_classify.wasm"),
 ];
 
 /// Variables that must not reach the nested build.

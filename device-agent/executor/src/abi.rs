@@ -45,6 +45,20 @@ pub const IMPORTS: &[(&str, usize, usize)] = &[
     ("input_read", 3, 1),
 ];
 
+/// The import module of wasi-nn, the standard inference interface (its `witx` ABI).
+/// Gateways whose agent found ONNX Runtime offer it (feature `nn`); see [`crate::nn`].
+pub const NN_MODULE: &str = "wasi_ephemeral_nn";
+
+/// The wasi-nn functions, as [`IMPORTS`]: every parameter and result an `i32`.
+pub const NN_IMPORTS: &[(&str, usize, usize)] = &[
+    ("load", 5, 1),
+    ("load_by_name", 3, 1),
+    ("init_execution_context", 2, 1),
+    ("set_input", 3, 1),
+    ("compute", 1, 1),
+    ("get_output", 5, 1),
+];
+
 /// The signature `(params, results)` of host function `module.name`, all `i32`; `None`
 /// if the ABI has no such function.
 pub fn import_signature(module: &str, name: &str) -> Option<(usize, usize)> {
@@ -60,6 +74,12 @@ pub fn import_signature(module: &str, name: &str) -> Option<(usize, usize)> {
 /// import. The error is the message of the resulting `Unsupported` failure.
 pub fn check_import(module: &str, name: &str, func: Option<Result<(usize, usize), ()>>) -> Result<(), String> {
     let Some(expected) = import_signature(module, name) else {
+        if module == NN_MODULE {
+            return Err(format!(
+                "import `{module}.{name}`: this device offers no wasi-nn inference (a gateway offers it when its agent \
+                 finds ONNX Runtime; microcontrollers never do)"
+            ));
+        }
         return Err(format!(
             "import `{module}.{name}` is not part of the fleet job ABI (the host offers only module `{MODULE}`: {})",
             IMPORTS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
@@ -85,6 +105,18 @@ pub enum AbiTrap {
         /// The start, as the job passed it.
         ptr: u32,
         /// The length, as the job passed it.
+        len: u32,
+        /// The memory's size.
+        size: usize,
+    },
+    /// A pointer range passed to a wasi-nn function is outside the job's memory.
+    #[error("{NN_MODULE}.{call}: range {ptr:#x}+{len} is outside the job's memory of {size} bytes")]
+    NnOutOfBounds {
+        /// The wasi-nn function.
+        call: &'static str,
+        /// The start, as the job passed it (or as read from its memory).
+        ptr: u32,
+        /// The length in bytes.
         len: u32,
         /// The memory's size.
         size: usize,

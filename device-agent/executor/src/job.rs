@@ -11,6 +11,28 @@ use fleet_schemas::{JobSpec, Limits, ModuleSource};
 use crate::abi::DEFAULT_ENTRY;
 use crate::control::StopSignal;
 
+/// Where a job's machine-learning inference (wasi-nn) runs. The agent decides, from
+/// the spec's GPU requirement and what the device has; the module does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Accelerator {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The GPU, through ONNX Runtime's CUDA execution provider; an inference that
+    /// cannot have it fails rather than running on the CPU.
+    Gpu,
+}
+
+impl Accelerator {
+    /// `cpu` or `gpu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
+        }
+    }
+}
+
 /// One execution's input.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {
@@ -26,6 +48,8 @@ pub struct Job<'a> {
     pub inputs: &'a [String],
     /// Raised to stop the job early (cancellation).
     pub stop: Option<StopSignal>,
+    /// Where inference (wasi-nn) runs.
+    pub accelerator: Accelerator,
 }
 
 impl<'a> Job<'a> {
@@ -39,13 +63,22 @@ impl<'a> Job<'a> {
             limits: Limits { fuel: 0, memory_pages: 0, timeout_ms: 0 },
             inputs: &[],
             stop: None,
+            accelerator: Accelerator::Cpu,
         }
     }
 
     /// The job `spec` describes, with `module` as its bytes (for a chunked module, the
     /// assembled and verified bytes).
     pub fn from_spec(spec: &'a JobSpec, module: &'a [u8]) -> Self {
-        Self { module, entry: &spec.entry, args: &spec.args, limits: spec.limits, inputs: &spec.inputs, stop: None }
+        Self {
+            module,
+            entry: &spec.entry,
+            args: &spec.args,
+            limits: spec.limits,
+            inputs: &spec.inputs,
+            stop: None,
+            accelerator: Accelerator::Cpu,
+        }
     }
 
     /// The job `spec` describes, if its module travels inline.
@@ -77,6 +110,12 @@ impl<'a> Job<'a> {
     /// Stoppable with `stop`.
     pub fn with_stop(mut self, stop: StopSignal) -> Self {
         self.stop = Some(stop);
+        self
+    }
+
+    /// With inference on `accelerator`.
+    pub fn on(mut self, accelerator: Accelerator) -> Self {
+        self.accelerator = accelerator;
         self
     }
 

@@ -48,6 +48,8 @@ mod control;
 mod inputs;
 mod job;
 mod limiter;
+#[cfg(feature = "nn")]
+pub mod nn;
 mod outcome;
 
 #[cfg(feature = "wasmi")]
@@ -63,7 +65,7 @@ pub use control::{Clock, StopSignal};
 #[cfg(feature = "std")]
 pub use inputs::FileInputs;
 pub use inputs::{DataInput, DataInputs, InputError, MemoryInputs, NoInputs};
-pub use job::Job;
+pub use job::{Accelerator, Job};
 pub use outcome::{Failure, RunResult};
 #[cfg(feature = "wasmi")]
 pub use wasmi_backend::WasmiExecutor;

@@ -56,6 +56,8 @@ pub struct WasmtimeExecutor {
     config: ExecutorConfig,
     cache: Mutex<ModuleCache<InstancePre<Data>>>,
     ticker: Ticker,
+    #[cfg(feature = "nn")]
+    inference: Option<Arc<crate::nn::OnnxRuntime>>,
 }
 
 /// A store's data: the ABI host state plus what the runtime glue needs.
@@ -63,6 +65,12 @@ struct Data {
     host: Host,
     cap: MemoryCap,
     memory: Option<Memory>,
+    /// wasi-nn's state, when this executor offers it.
+    #[cfg(feature = "nn")]
+    nn: Option<crate::nn::NnHost>,
+    /// The wall-clock bound, for reporting a cut inference as a timeout.
+    #[cfg(feature = "nn")]
+    timeout_ms: u32,
 }
 
 /// Why the epoch callback interrupted a job.
@@ -97,7 +105,30 @@ impl WasmtimeExecutor {
         let linker = abi_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
         let ticker = Ticker::start(engine.clone()).map_err(|e| setup(format!("no ticker thread: {e}")))?;
         let cache = Mutex::new(ModuleCache::new(config.module_cache_entries));
-        Ok(Self { engine, linker, config, cache, ticker })
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            cache,
+            ticker,
+            #[cfg(feature = "nn")]
+            inference: None,
+        })
+    }
+
+    /// Offers wasi-nn to jobs, on `runtime` (see [`crate::nn`]). Without this, a job
+    /// that imports wasi-nn fails as `Unsupported`.
+    #[cfg(feature = "nn")]
+    pub fn with_inference(mut self, runtime: Arc<crate::nn::OnnxRuntime>) -> Self {
+        self.inference = Some(runtime);
+        self.clear_cache();
+        self
+    }
+
+    /// The ONNX Runtime jobs' inference runs on, if this executor offers wasi-nn.
+    #[cfg(feature = "nn")]
+    pub fn inference(&self) -> Option<&crate::nn::OnnxRuntime> {
+        self.inference.as_deref()
     }
 
     /// The configuration in use.
@@ -129,8 +160,21 @@ impl WasmtimeExecutor {
             self.config.max_open_inputs,
             self.config.caps,
         );
-        let mut store =
-            Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
+        #[cfg(feature = "nn")]
+        let nn = self.inference.clone().map(|runtime| {
+            let deadline = limits.timeout_ms.map(|ms| started + Duration::from_millis(u64::from(ms)));
+            crate::nn::NnHost::new(runtime, job.accelerator, crate::nn::NnCaps::default(), deadline, job.stop.clone())
+        });
+        let data = Data {
+            host,
+            cap: MemoryCap::new(limits.memory_bytes()),
+            memory: None,
+            #[cfg(feature = "nn")]
+            nn,
+            #[cfg(feature = "nn")]
+            timeout_ms: limits.timeout_ms.unwrap_or(0),
+        };
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.cap);
 
         let ending = match (store.set_fuel(limits.fuel), self.prepare(job.module)) {
@@ -171,6 +215,11 @@ impl WasmtimeExecutor {
                 ),
                 _ => None,
             };
+            #[cfg(feature = "nn")]
+            if self.inference.is_some() && import.module() == abi::NN_MODULE {
+                check_nn_import(import.name(), func)?;
+                continue;
+            }
             abi::check_import(import.module(), import.name(), func)?;
         }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| format!("cannot link the module: {e:#}"))?;
@@ -269,7 +318,75 @@ fn abi_linker(engine: &Engine) -> ::wasmtime::Result<Linker<Data>> {
         let (mem, data) = memory(&mut c, "input_read")?;
         Ok(data.host.input_read(mem, h, ptr, len)?)
     })?;
+    #[cfg(feature = "nn")]
+    nn_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// Checks an import of wasi-nn against its signature.
+#[cfg(feature = "nn")]
+fn check_nn_import(name: &str, func: Option<Result<(usize, usize), ()>>) -> Result<(), String> {
+    let Some(&(_, params, results)) = abi::NN_IMPORTS.iter().find(|(n, _, _)| *n == name) else {
+        return Err(format!("import `{}.{name}` is not a wasi-nn function", abi::NN_MODULE));
+    };
+    match func {
+        Some(Ok(sig)) if sig == (params, results) => Ok(()),
+        _ => Err(format!(
+            "import `{}.{name}` must be a function of {params} i32 parameter(s) and {results} i32 result(s)",
+            abi::NN_MODULE
+        )),
+    }
+}
+
+/// The wasi-nn functions. Only reachable by modules that passed [`check_nn_import`],
+/// which needs an executor with inference; `nn` is then always there.
+#[cfg(feature = "nn")]
+fn nn_linker(linker: &mut Linker<Data>) -> ::wasmtime::Result<()> {
+    use crate::nn::{Cut, NnHost};
+    type R<T> = ::wasmtime::Result<T>;
+    const M: &str = abi::NN_MODULE;
+    fn nn<'a>(data: &'a mut Data, call: &'static str) -> R<(&'a mut NnHost, &'a mut Host)> {
+        match data.nn.as_mut() {
+            Some(nn) => Ok((nn, &mut data.host)),
+            None => Err(::wasmtime::Error::msg(format!("{M}.{call}: this executor offers no wasi-nn"))),
+        }
+    }
+    linker.func_wrap(M, "load", |mut c: Caller<'_, Data>, b: i32, n: i32, e: i32, t: i32, out: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "load")?;
+        let (nn, host) = nn(data, "load")?;
+        Ok(nn.load(mem, host, b, n, e, t, out)?)
+    })?;
+    linker.func_wrap(M, "load_by_name", |mut c: Caller<'_, Data>, p: i32, l: i32, out: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "load_by_name")?;
+        Ok(nn(data, "load_by_name")?.0.load_by_name(mem, p, l, out)?)
+    })?;
+    linker.func_wrap(M, "init_execution_context", |mut c: Caller<'_, Data>, g: i32, out: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "init_execution_context")?;
+        Ok(nn(data, "init_execution_context")?.0.init_execution_context(mem, g, out)?)
+    })?;
+    linker.func_wrap(M, "set_input", |mut c: Caller<'_, Data>, ctx: i32, i: i32, t: i32| -> R<i32> {
+        let (mem, data) = memory(&mut c, "set_input")?;
+        let (nn, host) = nn(data, "set_input")?;
+        Ok(nn.set_input(mem, host, ctx, i, t)?)
+    })?;
+    linker.func_wrap(M, "compute", |mut c: Caller<'_, Data>, ctx: i32| -> R<i32> {
+        let data = c.data_mut();
+        let timeout_ms = data.timeout_ms;
+        let (nn, host) = nn(data, "compute")?;
+        nn.compute(host, ctx).map_err(|cut| match cut {
+            Cut::Deadline => ::wasmtime::Error::new(Interrupted::Timeout(timeout_ms)),
+            Cut::Stopped => ::wasmtime::Error::new(Interrupted::Stopped),
+        })
+    })?;
+    linker.func_wrap(
+        M,
+        "get_output",
+        |mut c: Caller<'_, Data>, ctx: i32, i: i32, out: i32, max: i32, written: i32| -> R<i32> {
+            let (mem, data) = memory(&mut c, "get_output")?;
+            Ok(nn(data, "get_output")?.0.get_output(mem, ctx, i, out, max, written)?)
+        },
+    )?;
+    Ok(())
 }
 
 /// The job's memory and the store data, borrowed together. Falls back to looking the

@@ -15,6 +15,7 @@
 //! | [`MEMORY_GRAB`] | grows memory until refused, then panics | out of memory |
 //! | [`DEEP_RECURSION`] | unbounded recursion | trap (stack overflow) |
 //! | [`BAD_POINTER`] | calls `log` with an out-of-bounds range | trap |
+//! | [`WINDOW_CLASSIFY`] | reads input `readings`, classifies its last 16 values with an ONNX model through wasi-nn, outputs `class=.. scores=.. samples=..` | success where the device offers wasi-nn; `Unsupported` elsewhere (microcontrollers) |
 #![no_std]
 
 macro_rules! job {
@@ -37,6 +38,9 @@ pub const MEMORY_GRAB: &[u8] = job!("memory_grab.wasm");
 pub const DEEP_RECURSION: &[u8] = job!("deep_recursion.wasm");
 /// `bad-pointer` (hostile): passes an out-of-bounds pointer to the host.
 pub const BAD_POINTER: &[u8] = job!("bad_pointer.wasm");
+/// `window-classify`: classifies the data input `readings` as steady, rising or falling
+/// with the ONNX model it carries (`guest/window-classify/model`), through wasi-nn.
+pub const WINDOW_CLASSIFY: &[u8] = job!("window_classify.wasm");
 
 const ALL: &[(&str, &[u8])] = &[
     ("hello", HELLO),
@@ -46,6 +50,7 @@ const ALL: &[(&str, &[u8])] = &[
     ("memory-grab", MEMORY_GRAB),
     ("deep-recursion", DEEP_RECURSION),
     ("bad-pointer", BAD_POINTER),
+    ("window-classify", WINDOW_CLASSIFY),
 ];
 
 /// Every job, by name.

@@ -9,4 +9,5 @@
 mod abi_edges;
 mod examples;
 mod hostile;
+mod inference;
 mod support;

@@ -31,6 +31,8 @@
 
 use core::fmt;
 
+pub mod nn;
+
 /// The raw imports. Prefer the safe functions of this crate.
 pub mod raw {
     #[link(wasm_import_module = "fleet")]
