@@ -257,6 +257,7 @@ fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuIn
         queue_depth: 0,
         outbox_depth: 0,
         gpu,
+        inference: Vec::new(),
         formats: vec![1],
         ts: 0,
     };

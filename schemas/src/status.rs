@@ -62,6 +62,10 @@ pub struct DeviceStatus {
     /// Its GPU, if any.
     #[serde(default)]
     pub gpu: Option<GpuInfo>,
+    /// The inference backends it offers jobs through wasi-nn, e.g. `onnx:cpu`,
+    /// `onnx:cuda`; empty where it offers none (microcontrollers).
+    #[serde(default)]
+    pub inference: Vec<String>,
     /// Envelope format versions the agent reads.
     #[serde(default)]
     pub formats: Vec<u16>,

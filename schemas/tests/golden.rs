@@ -55,6 +55,7 @@ fn built() -> Vec<(&'static str, Kind, Vec<u8>)> {
         queue_depth: 2,
         outbox_depth: 1,
         gpu: None,
+        inference: Vec::new(),
         formats: vec![ENVELOPE_VERSION],
         ts: ISSUED_AT,
     };

@@ -137,6 +137,7 @@ impl Sim {
                                 queue_depth: 0,
                                 outbox_depth: 0,
                                 gpu: None,
+                                inference: Vec::new(),
                                 formats: vec![1],
                                 ts: 0,
                             };

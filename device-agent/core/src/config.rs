@@ -5,6 +5,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use fleet_schemas::status::GpuInfo;
 use fleet_schemas::{DeviceId, KeyRing, RuntimeClass, SigningKey, Topics, Trusted};
@@ -42,6 +43,9 @@ pub struct Capabilities {
     pub data_inputs: BTreeSet<String>,
     /// The largest module it can hold, in bytes (capped by the protocol's limit).
     pub max_module_bytes: u32,
+    /// The inference backends it offers jobs through wasi-nn (`onnx:cpu`, `onnx:cuda`);
+    /// empty where it offers none. Advertised in the retained status.
+    pub inference: Vec<String>,
 }
 
 /// Limits and timers. [`Tuning::default`] suits a gateway; a microcontroller wants

@@ -59,6 +59,7 @@ pub(crate) fn document(config: &AgentConfig, presence: Presence, depths: Depths,
         queue_depth: u32::try_from(depths.queue).unwrap_or(u32::MAX),
         outbox_depth: u32::try_from(depths.outbox).unwrap_or(u32::MAX),
         gpu: config.capabilities.gpu.clone(),
+        inference: config.capabilities.inference.clone(),
         formats: vec![ENVELOPE_VERSION],
         ts: unix_secs.unwrap_or(0),
     };

@@ -54,6 +54,7 @@ impl Fleet {
             labels: BTreeMap::from([("site".into(), "plant-3".into())]),
             data_inputs: BTreeSet::from(["temperature".into()]),
             max_module_bytes: 1024 * 1024,
+            inference: Vec::new(),
         }
     }
 

@@ -105,6 +105,7 @@ pub fn agent_config(
             labels: config.labels.clone(),
             data_inputs: inputs,
             max_module_bytes: settings.max_module_bytes,
+            inference: Vec::new(),
         },
         agent_version: settings.agent_version.clone(),
         tuning: settings.tuning,
