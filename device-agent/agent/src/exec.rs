@@ -16,29 +16,45 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use fleet_agent_core::Outcome;
-use fleet_executor::{ExecutorConfig, FileInputs, Job, SetupError, StopSignal, WasmtimeExecutor};
-use fleet_schemas::{ExecutionKey, FailReason, JobSpec, RunReport};
+use fleet_executor::{Accelerator, ExecutorConfig, FileInputs, Job, SetupError, StopSignal, WasmtimeExecutor};
+use fleet_schemas::{ExecutionKey, FailReason, GpuRequirement, JobSpec, RunReport};
 use tracing::{debug, error, info, warn};
 
 use crate::shell::Wake;
 
+/// Where a job's inference runs: on the GPU when the spec requires one, or prefers one
+/// and `gpu_usable` (the device has a GPU that its ONNX Runtime can drive); else on the
+/// CPU. A required GPU that cannot be had fails the inference with a note, never runs it
+/// on the CPU instead.
+pub fn placement(requirement: GpuRequirement, gpu_usable: bool) -> Accelerator {
+    match requirement {
+        GpuRequirement::Required => Accelerator::Gpu,
+        GpuRequirement::Preferred if gpu_usable => Accelerator::Gpu,
+        GpuRequirement::Preferred | GpuRequirement::None => Accelerator::Cpu,
+    }
+}
+
 /// The runs in progress and what they run on.
 pub struct Executions {
     executor: Arc<WasmtimeExecutor>,
+    gpu_usable: bool,
     inputs: FileInputs,
     running: HashMap<ExecutionKey, StopSignal>,
     wake: Sender<Wake>,
 }
 
 impl Executions {
-    /// An executor for this device with these data inputs (name → file).
+    /// An executor for this device with these data inputs (name → file), offering
+    /// `inference` (see [`crate::inference`]).
     pub fn new(
         config: ExecutorConfig,
         data: &BTreeMap<String, PathBuf>,
+        inference: &crate::inference::Inference,
         wake: Sender<Wake>,
     ) -> Result<Self, SetupError> {
         Ok(Self {
-            executor: Arc::new(WasmtimeExecutor::new(config)?),
+            executor: Arc::new(inference.offer(WasmtimeExecutor::new(config)?)),
+            gpu_usable: inference.gpu_usable(),
             inputs: FileInputs::new(data.clone()),
             running: HashMap::new(),
             wake,
@@ -54,9 +70,10 @@ impl Executions {
         let wake = self.wake.clone();
         let thread_key = key.clone();
         let thread_stop = stop.clone();
+        let on = placement(spec.requirements.gpu, self.gpu_usable);
         let spawned = std::thread::Builder::new().name("fleet-job".into()).spawn(move || {
             let started = std::time::Instant::now();
-            let job = Job::from_spec(&spec, &module).with_stop(thread_stop);
+            let job = Job::from_spec(&spec, &module).with_stop(thread_stop).on(on);
             // A panic in the executor must still end the execution, or its slot would be
             // held forever.
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(&job, inputs)));
@@ -110,4 +127,20 @@ impl Executions {
 /// A failed outcome with an empty report.
 pub fn failed(reason: FailReason, message: &str) -> Outcome {
     Outcome::Failed { reason, message: message.to_string(), report: RunReport::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_goes_to_the_gpu_only_when_the_spec_allows_it_and_the_device_can() {
+        use GpuRequirement::{None as NoGpu, Preferred, Required};
+        assert_eq!(placement(NoGpu, true), Accelerator::Cpu);
+        assert_eq!(placement(Preferred, true), Accelerator::Gpu);
+        assert_eq!(placement(Preferred, false), Accelerator::Cpu);
+        // Never a silent CPU run for a job that requires the GPU.
+        assert_eq!(placement(Required, false), Accelerator::Gpu);
+        assert_eq!(placement(Required, true), Accelerator::Gpu);
+    }
 }

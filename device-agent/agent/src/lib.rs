@@ -23,6 +23,7 @@
 //! | [`exec`] | one thread per run on the `fleet-executor` wasmtime backend, stop signals |
 //! | [`shell`] | the thread that owns the core and the store and performs actions in order |
 //! | [`gpu`] | GPU detection (DRM sysfs, NVIDIA's proc files and nvidia-smi), run once at start |
+//! | [`inference`] | wasi-nn for jobs: ONNX Runtime loaded at start, CPU or GPU placement |
 //!
 //! [`run`] starts it all and returns when the process is told to stop (SIGINT, SIGTERM)
 //! or the store fails.
@@ -30,6 +31,7 @@
 pub mod backoff;
 pub mod exec;
 pub mod gpu;
+pub mod inference;
 pub mod link;
 pub mod settings;
 pub mod shell;
@@ -45,6 +47,7 @@ use fleet_executor::{ExecutorConfig, SetupError};
 use tracing::{info, warn};
 
 use crate::exec::Executions;
+use crate::inference::Inference;
 use crate::link::LinkConfig;
 use crate::settings::{Settings, SettingsError};
 use crate::shell::{Shell, Wake};
@@ -71,6 +74,9 @@ pub enum AgentError {
     /// The executor could not be built.
     #[error(transparent)]
     Executor(#[from] SetupError),
+    /// The configured ONNX Runtime cannot be used.
+    #[error("inference: {0}")]
+    Inference(String),
     /// Another agent holds the state directory.
     #[error("another fleet-agent is running on {0} (it holds {LOCK_FILE}); stop it first")]
     AlreadyRunning(PathBuf),
@@ -106,7 +112,11 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         last_seq = recovered.replay.last_seq,
         "store recovered"
     );
-    let core = AgentCore::new(settings.agent_config()?, recovered)?;
+    let mut agent_config = settings.agent_config()?;
+    let inference = Inference::start(settings.onnxruntime.as_ref(), agent_config.capabilities.gpu.as_ref())
+        .map_err(AgentError::Inference)?;
+    agent_config.capabilities.inference = inference.advertised();
+    let core = AgentCore::new(agent_config, recovered)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -130,8 +140,12 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         warn!("the device config asks for TLS, which this agent does not support yet; connecting in plain TCP");
     }
     let (link, link_task) = link::start(link_config, runtime.handle(), wake_tx.clone());
-    let executions =
-        Executions::new(ExecutorConfig::gateway(settings.device.device_id.clone()), &settings.data, wake_tx.clone())?;
+    let executions = Executions::new(
+        ExecutorConfig::gateway(settings.device.device_id.clone()),
+        &settings.data,
+        &inference,
+        wake_tx.clone(),
+    )?;
     info!(
         broker = %format!("{}:{}", settings.device.broker.host, settings.device.broker.port),
         concurrency = settings.tuning.max_concurrent,

@@ -30,6 +30,11 @@ struct Cli {
     /// Local settings file to read instead of agent.toml beside the config.
     #[arg(long, value_name = "FILE")]
     local: Option<PathBuf>,
+    /// ONNX Runtime's shared library (libonnxruntime.so from the onnxruntime or
+    /// onnxruntime-gpu wheel): offer wasi-nn inference to jobs on it. Without it (or
+    /// agent.toml's `onnxruntime`), ORT_DYLIB_PATH is tried.
+    #[arg(long, value_name = "FILE")]
+    onnxruntime: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,8 +43,13 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    let overrides =
-        Overrides { state_dir: cli.state_dir, data: cli.data, concurrency: cli.concurrency, local_file: cli.local };
+    let overrides = Overrides {
+        state_dir: cli.state_dir,
+        data: cli.data,
+        concurrency: cli.concurrency,
+        local_file: cli.local,
+        onnxruntime: cli.onnxruntime,
+    };
     let settings = Settings::load(&cli.config, &overrides)
         .with_context(|| format!("cannot load the settings from {}", cli.config.display()))?;
     fleet_agent::run(settings).context("fleet-agent stopped")

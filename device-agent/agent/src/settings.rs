@@ -19,6 +19,7 @@
 //! reconnect_max_ms = 5000      # ... and its cap (jittered, exponential)
 //! keep_alive_secs = 30         # MQTT keep-alive
 //! max_module_bytes = 16777216  # the largest module this device accepts
+//! onnxruntime = "/opt/onnxruntime/lib/libonnxruntime.so"  # offer wasi-nn to jobs on it
 //!
 //! [data]                       # data inputs: name = file (relative to this file's folder)
 //! readings = "/var/lib/sensors/readings.csv"
@@ -93,6 +94,8 @@ pub struct Overrides {
     pub concurrency: Option<u32>,
     /// `--local FILE`: a local settings file elsewhere than beside the config.
     pub local_file: Option<PathBuf>,
+    /// `--onnxruntime FILE`: ONNX Runtime's shared library, for wasi-nn.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `agent.toml`, as written.
@@ -109,8 +112,18 @@ struct LocalFile {
     reconnect_max_ms: Option<u64>,
     keep_alive_secs: Option<u64>,
     max_module_bytes: Option<u32>,
+    onnxruntime: Option<PathBuf>,
     #[serde(default)]
     data: BTreeMap<String, PathBuf>,
+}
+
+/// Where the agent was told to find ONNX Runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnnxRuntimeSource {
+    /// `--onnxruntime` or agent.toml's `onnxruntime`: the agent does not start without it.
+    Configured(PathBuf),
+    /// `ORT_DYLIB_PATH` (ONNX Runtime's own variable): used if it loads, else a warning.
+    Environment(PathBuf),
 }
 
 /// Everything the agent runs with, resolved.
@@ -132,6 +145,8 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// The largest module this device accepts.
     pub max_module_bytes: u32,
+    /// ONNX Runtime's shared library, if the agent is to offer wasi-nn.
+    pub onnxruntime: Option<OnnxRuntimeSource>,
 }
 
 impl Settings {
@@ -192,6 +207,13 @@ impl Settings {
             backoff,
             keep_alive: Duration::from_secs(local.keep_alive_secs.unwrap_or(30).max(5)),
             max_module_bytes: local.max_module_bytes.unwrap_or(MAX_MODULE_BYTES).min(MAX_MODULE_BYTES),
+            onnxruntime: match (&overrides.onnxruntime, &local.onnxruntime) {
+                (Some(path), _) => Some(OnnxRuntimeSource::Configured(path.clone())),
+                (None, Some(path)) => Some(OnnxRuntimeSource::Configured(local_dir.join(path))),
+                (None, None) => std::env::var_os("ORT_DYLIB_PATH")
+                    .filter(|v| !v.is_empty())
+                    .map(|v| OnnxRuntimeSource::Environment(PathBuf::from(v))),
+            },
         })
     }
 
@@ -204,6 +226,7 @@ impl Settings {
             labels: self.device.labels.clone(),
             data_inputs: self.data.keys().cloned().collect::<BTreeSet<_>>(),
             max_module_bytes: self.max_module_bytes,
+            inference: Vec::new(),
         }
     }
 
@@ -331,11 +354,16 @@ mod tests {
             data: vec!["readings=/tmp/other.csv".into()],
             concurrency: Some(1),
             local_file: None,
+            onnxruntime: Some(PathBuf::from("/opt/ort/libonnxruntime.so")),
         };
         let settings = Settings::load(&config, &overrides).unwrap();
         assert_eq!(settings.state_dir, PathBuf::from("/srv/fleet"));
         assert_eq!(settings.tuning.max_concurrent, 1);
         assert_eq!(settings.data.get("readings"), Some(&PathBuf::from("/tmp/other.csv")));
+        assert_eq!(
+            settings.onnxruntime,
+            Some(OnnxRuntimeSource::Configured(PathBuf::from("/opt/ort/libonnxruntime.so")))
+        );
         let inputs = settings.agent_config().unwrap().capabilities.data_inputs;
         assert_eq!(inputs, BTreeSet::from(["camera".to_string(), "readings".to_string()]));
     }

@@ -331,3 +331,76 @@ fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     assert!(!status.success());
     assert!(world.agent_log().contains("another fleet-agent is running"), "{}", world.agent_log());
 }
+
+/// ONNX Runtime's shared library, from the `onnxruntime` wheel `.ci/run` installs.
+fn onnxruntime() -> String {
+    std::env::var("ORT_DYLIB_PATH").expect(
+        "ORT_DYLIB_PATH is not set: this test needs ONNX Runtime's shared library \
+         (`bash .ci/run` installs the onnxruntime wheel and sets it)",
+    )
+}
+
+/// An inference job through wasi-nn on the agent the operator runs: the device
+/// advertises `onnx:cpu` in its retained status, a job that prefers a GPU runs on what
+/// is there (the CPU here) and its report says so, and a job that requires a GPU is
+/// refused with the typed reason on a device without one.
+#[test]
+fn an_inference_job_runs_on_the_cpu_and_its_report_says_where() {
+    let local = format!("onnxruntime = {:?}\n[data]\nreadings = \"readings.csv\"", onnxruntime());
+    let mut world = World::start(Options { local, ..Options::default() });
+    let rising: String = (0..24).map(|i| format!("{},{}\n", 1_700_000_000 + i, 40.0 + 0.8 * f64::from(i))).collect();
+    std::fs::write(world.dir.path().join("readings.csv"), rising).unwrap();
+    let _agent = world.spawn_agent();
+    world.wait_online();
+    world.seen(|s| {
+        let status = s.statuses.last().unwrap();
+        assert_eq!(status.inference, vec!["onnx:cpu".to_string()], "{status:?}");
+    });
+
+    let mut classify = job(fleet_example_jobs::WINDOW_CLASSIFY, &[]);
+    classify.inputs = vec!["readings".into()];
+    classify.requirements.gpu = fleet_schemas::GpuRequirement::Preferred;
+    let key = world.push(&classify);
+    let mut gpu_only = classify.clone();
+    gpu_only.job_id = job(&[], &[]).job_id;
+    gpu_only.requirements.gpu = fleet_schemas::GpuRequirement::Required;
+    let refused = world.push(&gpu_only);
+
+    world.wait_for("both inference jobs' terminal events", |s| s.finished(key.job_id) && s.finished(refused.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let terminal = s.terminal(&key);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Succeeded(report) = &event.kind else { panic!("{event:?}\nagent log:\n{}", world.agent_log()) };
+        let output = String::from_utf8_lossy(&report.output);
+        assert!(output.starts_with("class=rising scores="), "output: {output}");
+        assert!(output.ends_with("samples=24"), "output: {output}");
+        assert!(
+            report.logs.iter().any(|l| l.starts_with("fleet: wasi-nn: model 0 runs on cpu (ONNX Runtime")),
+            "{:?}",
+            report.logs
+        );
+        assert!(matches!(
+            s.terminal(&refused).as_slice(),
+            [e] if matches!(&e.kind, EventKind::Rejected { reason: Rejection::Unsupported(Unsupported::GpuRequired) })
+        ));
+    });
+}
+
+/// A library the operator configured that cannot be loaded stops the agent with the
+/// reason, before it connects: they asked for inference and would not get it.
+#[test]
+fn a_configured_onnx_runtime_that_does_not_load_stops_the_agent_with_the_reason() {
+    let world =
+        World::start(Options { local: "onnxruntime = \"no/such/libonnxruntime.so\"".into(), ..Options::default() });
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleet-agent"))
+        .arg("--config")
+        .arg(world.config_path())
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no ONNX Runtime library at") && stderr.contains("no/such/libonnxruntime.so"), "{stderr}");
+    world.seen(|s| assert!(s.statuses.iter().all(|st| st.state != fleet_schemas::Presence::Online)));
+}
