@@ -388,19 +388,30 @@ fn an_inference_job_runs_on_the_cpu_and_its_report_says_where() {
 }
 
 /// A library the operator configured that cannot be loaded stops the agent with the
-/// reason, before it connects: they asked for inference and would not get it.
+/// reason, before it connects: they asked for inference and would not get it. Neither a
+/// missing file nor a file that is not ONNX Runtime takes the agent down with a panic.
 #[test]
 fn a_configured_onnx_runtime_that_does_not_load_stops_the_agent_with_the_reason() {
-    let world =
-        World::start(Options { local: "onnxruntime = \"no/such/libonnxruntime.so\"".into(), ..Options::default() });
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleet-agent"))
-        .arg("--config")
-        .arg(world.config_path())
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no ONNX Runtime library at") && stderr.contains("no/such/libonnxruntime.so"), "{stderr}");
-    world.seen(|s| assert!(s.statuses.iter().all(|st| st.state != fleet_schemas::Presence::Online)));
+    let world = World::start(Options::default());
+    let not_a_library = world.dir.path().join("libonnxruntime.so.1.22.1");
+    std::fs::write(&not_a_library, "not a shared library").unwrap();
+    let cases = [
+        (world.dir.path().join("no/such/libonnxruntime.so"), "no ONNX Runtime library at"),
+        (not_a_library, "as ONNX Runtime:"),
+    ];
+    for (library, expected) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleet-agent"))
+            .arg("--config")
+            .arg(world.config_path())
+            .arg("--onnxruntime")
+            .arg(&library)
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected) && stderr.contains(&*library.to_string_lossy()), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    world.seen(|s| assert!(s.statuses.iter().all(|st| st.state != Presence::Online)));
 }

@@ -132,7 +132,9 @@ static RUNTIME: OnceLock<Result<Arc<OnnxRuntime>, InferenceSetupError>> = OnceLo
 
 impl OnnxRuntime {
     /// Loads ONNX Runtime from the shared library at `library` (once per process; a
-    /// later call with the same path returns the same runtime).
+    /// later call with the same path returns the same runtime). A missing file is
+    /// refused before anything is loaded; any other failure is final for the process,
+    /// because `ort` keeps the first library it was pointed at.
     pub fn load(library: &Path) -> Result<Arc<OnnxRuntime>, InferenceSetupError> {
         if !library.is_file() {
             return Err(InferenceSetupError::NotFound(library.to_path_buf()));
@@ -152,19 +154,20 @@ impl OnnxRuntime {
         let unusable = |message: String| InferenceSetupError::Unusable { path: library.to_path_buf(), message };
         let path = library.to_string_lossy().into_owned();
         // `ort` panics (rather than returning an error) when the library does not load
-        // or is too old; keep that inside this probe.
-        let probe = std::panic::catch_unwind(move || -> Result<(String, bool), String> {
+        // or is too old; keep that inside this probe, and its panic message off stderr
+        // (the error below carries it).
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(alloc::boxed::Box::new(|_| {}));
+        let probe = std::panic::catch_unwind(move || -> Result<bool, String> {
             ort::init_from(path).with_name("fleet-agent").commit().map_err(|e| e.to_string())?;
-            let version = ort::info()
-                .split(',')
-                .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-                .unwrap_or("unknown version")
-                .to_string();
             let gpu = CUDAExecutionProvider::default().is_available().unwrap_or(false);
-            Ok((version, gpu))
+            Ok(gpu)
         });
+        std::panic::set_hook(hook);
         match probe {
-            Ok(Ok((version, gpu))) => Ok(Arc::new(OnnxRuntime { library: library.to_path_buf(), version, gpu })),
+            Ok(Ok(gpu)) => {
+                Ok(Arc::new(OnnxRuntime { library: library.to_path_buf(), version: version_of(library), gpu }))
+            }
             Ok(Err(message)) => Err(unusable(message)),
             Err(panic) => Err(unusable(
                 panic
@@ -181,7 +184,8 @@ impl OnnxRuntime {
         &self.library
     }
 
-    /// ONNX Runtime's version (from its build information).
+    /// ONNX Runtime's version, as its library's file name gives it
+    /// (`libonnxruntime.so.1.22.1`; links are resolved), or `unknown version`.
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -214,6 +218,16 @@ impl OnnxRuntime {
         };
         format!("ONNX Runtime {}, {provider} execution provider", self.version)
     }
+}
+
+/// The version in a library's file name (`libonnxruntime.so.1.22.1` → `1.22.1`). ONNX
+/// Runtime's own `GetVersionString` is not reachable through `ort` without unsafe code.
+fn version_of(library: &Path) -> String {
+    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.split_once(".so.")
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty() && v.split('.').all(|p| p.parse::<u32>().is_ok()))
+        .unwrap_or_else(|| "unknown version".to_string())
 }
 
 /// One execution context: a model's inputs as set, and its outputs after `compute`.

@@ -41,6 +41,10 @@ pub const BAD_POINTER: &[u8] = job!("bad_pointer.wasm");
 /// `window-classify`: classifies the data input `readings` as steady, rising or falling
 /// with the ONNX model it carries (`guest/window-classify/model`), through wasi-nn.
 pub const WINDOW_CLASSIFY: &[u8] = job!("window_classify.wasm");
+/// The ONNX model `window-classify` carries (input `window`: f32 [1, 16]; output
+/// `scores`: f32 [1, 3], softmax over steady, rising, falling), for running it outside
+/// Wasm (the inference benchmark's peer).
+pub const WINDOW_CLASSIFIER_ONNX: &[u8] = include_bytes!("../guest/window-classify/model/window-classifier.onnx");
 
 const ALL: &[(&str, &[u8])] = &[
     ("hello", HELLO),

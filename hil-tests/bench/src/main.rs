@@ -23,6 +23,7 @@
 mod fanout;
 mod fleet;
 mod footprint;
+mod inference;
 mod micro;
 mod swarm;
 mod table;
@@ -44,7 +45,7 @@ struct Cli {
     #[arg(long)]
     devices: Option<usize>,
     /// Only these figure groups (fanout, latency, throughput, ingest, crypto, runtimes,
-    /// footprint); all when left out.
+    /// inference, footprint); all when left out.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out the mosquitto columns (for a machine without mosquitto).
@@ -97,6 +98,9 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.wants("runtimes") {
         micro::runtimes(cli.quick, &mut table)?;
+    }
+    if cli.wants("inference") {
+        inference::inference(cli.quick, &mut table)?;
     }
     if cli.wants("footprint") {
         runtime.block_on(footprint::footprint(cli.quick, &mut table))?;

@@ -115,7 +115,7 @@ pub fn crypto(quick: bool, table: &mut Table) -> anyhow::Result<()> {
 }
 
 /// Mean seconds per call of `f` over at least `budget` (after one warm-up call).
-fn mean(budget: Duration, mut f: impl FnMut()) -> f64 {
+pub(crate) fn mean(budget: Duration, mut f: impl FnMut()) -> f64 {
     f();
     let started = Instant::now();
     let mut runs = 0u32;

@@ -26,6 +26,15 @@ pub fn onnxruntime() -> Arc<OnnxRuntime> {
     OnnxRuntime::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+#[test]
+fn the_runtime_reports_its_version_from_the_library_it_loaded() {
+    let runtime = onnxruntime();
+    let file = runtime.library().file_name().unwrap().to_string_lossy().into_owned();
+    let (_, version) = file.split_once(".so.").expect("the wheel's library is libonnxruntime.so.X.Y.Z");
+    assert_eq!(runtime.version(), version);
+    assert_eq!(version.split('.').filter(|p| p.parse::<u32>().is_ok()).count(), 3, "{version}");
+}
+
 fn executor() -> WasmtimeExecutor {
     WasmtimeExecutor::new(config()).unwrap().with_inference(onnxruntime())
 }
