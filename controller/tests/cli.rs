@@ -245,8 +245,9 @@ fn provisioning_a_microcontroller_writes_what_is_flashed_and_the_script_that_fla
     assert!(!gw.join("flash.sh").exists());
 }
 
-/// Records a status for `id` as if the device had published it: `gpu` or none.
-fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuInfo>) {
+/// Records a status for `id` as if the device had published it: `gpu` or none, and
+/// the inference backends it offers.
+fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuInfo>, inference: &[&str]) {
     let mut store = fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
     let status = fleet_schemas::DeviceStatus {
         device_id: fleet_schemas::DeviceId::new(id).unwrap(),
@@ -257,7 +258,7 @@ fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuIn
         queue_depth: 0,
         outbox_depth: 0,
         gpu,
-        inference: Vec::new(),
+        inference: inference.iter().map(|s| s.to_string()).collect(),
         formats: vec![1],
         ts: 0,
     };
@@ -274,8 +275,12 @@ fn a_job_that_requires_a_gpu_goes_only_to_devices_that_advertise_one() {
         assert_eq!(code(&fleetctl(&data, &["device", "provision", id, "--out", out.to_str().unwrap()])), 0);
     }
     let h100 = fleet_schemas::status::GpuInfo { vendor: "nvidia".into(), model: "H100".into(), memory: 80 << 30 };
-    report_status(&data, "gw-gpu", Some(h100));
-    report_status(&data, "gw-cpu", None);
+    report_status(&data, "gw-gpu", Some(h100), &["onnx:cpu", "onnx:cuda"]);
+    report_status(&data, "gw-cpu", None, &[]);
+    let shown = fleetctl(&data, &["device", "show", "gw-gpu"]);
+    assert!(stdout(&shown).contains("gpu          nvidia H100"), "{}", stdout(&shown));
+    assert!(stdout(&shown).contains("inference    wasi-nn on onnx:cpu, onnx:cuda"), "{}", stdout(&shown));
+    assert!(!stdout(&fleetctl(&data, &["device", "show", "gw-cpu"])).contains("inference"));
     // gw-silent never reported a status: it advertises nothing either.
     let module = dir.path().join("job.wasm");
     std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();

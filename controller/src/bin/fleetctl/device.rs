@@ -375,6 +375,9 @@ fn show(data_dir: &Path, id: &str, json: bool) -> Outcome {
         if let Some(gpu) = &status.gpu {
             println!("gpu          {} {}", gpu.vendor, gpu.model);
         }
+        if !status.inference.is_empty() {
+            println!("inference    wasi-nn on {}", status.inference.join(", "));
+        }
     }
     println!("public key   {}", device.public_key);
     println!("envelopes    next seq {}", device.next_envelope_seq);
