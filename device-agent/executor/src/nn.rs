@@ -29,8 +29,8 @@
 //! `ort` crate that `wasmtime-wasi-nn` uses underneath.
 //!
 //! **Bounds.** Models, tensors and handles are capped ([`NnCaps`]). The wall-clock
-//! bound and the stop signal reach into a running inference: a watchdog terminates
-//! ONNX Runtime's run when either fires. Memory ONNX Runtime allocates for a model is
+//! bound and the stop signal reach into a running inference: the executor's epoch
+//! ticker terminates ONNX Runtime's run when either fires ([`Watchlist`]). Memory ONNX Runtime allocates for a model is
 //! outside the job's memory cap; models travel in signed envelopes, and the model
 //! bytes are bounded by the job's own memory.
 
@@ -40,9 +40,9 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
-use core::time::Duration;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider, ExecutionProvider};
@@ -253,12 +253,70 @@ pub struct NnHost {
     caps: NnCaps,
     deadline: Option<Instant>,
     stop: Option<StopSignal>,
+    watchlist: Arc<Watchlist>,
     graphs: Vec<Session>,
     contexts: Vec<Context>,
 }
 
-/// How often the watchdog looks at the deadline and the stop signal during a run.
-const WATCH: Duration = Duration::from_millis(5);
+/// The inferences running now, each with its bound: the executor's epoch ticker (which
+/// runs while any job does) sweeps it every tick and terminates a run whose deadline
+/// has passed or whose stop signal is raised. One shared list, not a watchdog thread per
+/// inference: a thread per `compute` cost more than the inference of a small model.
+#[derive(Default)]
+pub struct Watchlist {
+    runs: Mutex<Vec<Watched>>,
+}
+
+impl core::fmt::Debug for Watchlist {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let watched = self.runs.lock().map(|r| r.len()).unwrap_or(0);
+        f.debug_struct("Watchlist").field("watched", &watched).finish()
+    }
+}
+
+struct Watched {
+    id: u64,
+    options: Arc<RunOptions>,
+    deadline: Option<Instant>,
+    stop: Option<StopSignal>,
+    cut: Option<Cut>,
+}
+
+impl Watchlist {
+    /// Terminates every watched run that is due. Called by the executor's ticker.
+    pub fn sweep(&self) {
+        let Ok(mut runs) = self.runs.lock() else { return };
+        let now = Instant::now();
+        for run in runs.iter_mut().filter(|r| r.cut.is_none()) {
+            run.cut = if run.stop.as_ref().is_some_and(StopSignal::is_stopped) {
+                Some(Cut::Stopped)
+            } else if run.deadline.is_some_and(|at| now >= at) {
+                Some(Cut::Deadline)
+            } else {
+                None
+            };
+            if run.cut.is_some() {
+                let _ = run.options.terminate();
+            }
+        }
+    }
+
+    fn watch(&self, id: u64, options: Arc<RunOptions>, deadline: Option<Instant>, stop: Option<StopSignal>) {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.push(Watched { id, options, deadline, stop, cut: None });
+        }
+    }
+
+    /// Stops watching run `id`; how the watch cut it, if it did.
+    fn unwatch(&self, id: u64) -> Option<Cut> {
+        let mut runs = self.runs.lock().ok()?;
+        let at = runs.iter().position(|r| r.id == id)?;
+        runs.swap_remove(at).cut
+    }
+}
+
+/// Ids of watched runs.
+static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 
 fn range(call: &'static str, size: usize, ptr: u32, len: u32) -> Result<Range<usize>, AbiTrap> {
     let start = ptr as usize;
@@ -343,15 +401,15 @@ fn bytes_of(value: &DynValue) -> Result<Vec<u8>, String> {
 
 impl NnHost {
     /// The wasi-nn state of one execution, running models on `on`, cut short at
-    /// `deadline` or when `stop` is raised.
+    /// `deadline` or when `stop` is raised by whoever sweeps `watchlist`.
     pub fn new(
         runtime: Arc<OnnxRuntime>,
         on: Accelerator,
         caps: NnCaps,
-        deadline: Option<Instant>,
-        stop: Option<StopSignal>,
+        (deadline, stop): (Option<Instant>, Option<StopSignal>),
+        watchlist: Arc<Watchlist>,
     ) -> Self {
-        Self { runtime, on, caps, deadline, stop, graphs: Vec::new(), contexts: Vec::new() }
+        Self { runtime, on, caps, deadline, stop, watchlist, graphs: Vec::new(), contexts: Vec::new() }
     }
 
     /// `load(builders, count, encoding, target, graph_out) -> errno`.
@@ -481,7 +539,7 @@ impl NnHost {
         }
     }
 
-    /// `compute(ctx) -> errno`: runs the model on the inputs set, under the watchdog.
+    /// `compute(ctx) -> errno`: runs the model on the inputs set, on the watchlist.
     /// `Err` when the deadline or the stop signal cut the run.
     pub fn compute(&mut self, host: &mut Host, ctx: i32) -> Result<i32, Cut> {
         let Some(context) = self.contexts.get_mut(index(ctx)) else {
@@ -501,39 +559,19 @@ impl NnHost {
             .zip(context.inputs.iter().flatten().map(SessionInputValue::from))
             .collect();
         let options = match RunOptions::new() {
-            Ok(options) => options,
+            Ok(options) => Arc::new(options),
             Err(e) => {
                 host.note(format!("wasi-nn: {e}"));
                 return Ok(NnErrno::RuntimeError as i32);
             }
         };
-        let (deadline, stop) = (self.deadline, self.stop.clone());
-        let done = core::sync::atomic::AtomicBool::new(false);
-        let (result, cut) = std::thread::scope(|scope| {
-            let watchdog = scope.spawn(|| {
-                while !done.load(core::sync::atomic::Ordering::Acquire) {
-                    let cut = if stop.as_ref().is_some_and(StopSignal::is_stopped) {
-                        Some(Cut::Stopped)
-                    } else if deadline.is_some_and(|at| Instant::now() >= at) {
-                        Some(Cut::Deadline)
-                    } else {
-                        None
-                    };
-                    if cut.is_some() {
-                        let _ = options.terminate();
-                        return cut;
-                    }
-                    std::thread::sleep(WATCH);
-                }
-                None
-            });
-            let result = session
-                .run_with_options(inputs, &options)
-                .map_err(|e| e.to_string())
-                .and_then(|outputs| outputs.values().map(|v| bytes_of(&v)).collect::<Result<Vec<_>, _>>());
-            done.store(true, core::sync::atomic::Ordering::Release);
-            (result, watchdog.join().ok().flatten())
-        });
+        let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
+        self.watchlist.watch(id, options.clone(), self.deadline, self.stop.clone());
+        let result = session
+            .run_with_options(inputs, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|outputs| outputs.values().map(|v| bytes_of(&v)).collect::<Result<Vec<_>, _>>());
+        let cut = self.watchlist.unwatch(id);
         if let Some(cut) = cut {
             return Err(cut);
         }

@@ -58,6 +58,8 @@ pub struct WasmtimeExecutor {
     ticker: Ticker,
     #[cfg(feature = "nn")]
     inference: Option<Arc<crate::nn::OnnxRuntime>>,
+    #[cfg(feature = "nn")]
+    watchlist: Arc<crate::nn::Watchlist>,
 }
 
 /// A store's data: the ABI host state plus what the runtime glue needs.
@@ -103,7 +105,16 @@ impl WasmtimeExecutor {
             .wasm_extended_const(true);
         let engine = Engine::new(&wasm).map_err(|e| setup(format!("{e:#}")))?;
         let linker = abi_linker(&engine).map_err(|e| setup(format!("{e:#}")))?;
-        let ticker = Ticker::start(engine.clone()).map_err(|e| setup(format!("no ticker thread: {e}")))?;
+        #[cfg(feature = "nn")]
+        let watchlist = Arc::new(crate::nn::Watchlist::default());
+        #[cfg(feature = "nn")]
+        let sweep: Sweep = {
+            let watchlist = watchlist.clone();
+            Box::new(move || watchlist.sweep())
+        };
+        #[cfg(not(feature = "nn"))]
+        let sweep: Sweep = Box::new(|| {});
+        let ticker = Ticker::start(engine.clone(), sweep).map_err(|e| setup(format!("no ticker thread: {e}")))?;
         let cache = Mutex::new(ModuleCache::new(config.module_cache_entries));
         Ok(Self {
             engine,
@@ -113,6 +124,8 @@ impl WasmtimeExecutor {
             ticker,
             #[cfg(feature = "nn")]
             inference: None,
+            #[cfg(feature = "nn")]
+            watchlist,
         })
     }
 
@@ -163,7 +176,13 @@ impl WasmtimeExecutor {
         #[cfg(feature = "nn")]
         let nn = self.inference.clone().map(|runtime| {
             let deadline = limits.timeout_ms.map(|ms| started + Duration::from_millis(u64::from(ms)));
-            crate::nn::NnHost::new(runtime, job.accelerator, crate::nn::NnCaps::default(), deadline, job.stop.clone())
+            crate::nn::NnHost::new(
+                runtime,
+                job.accelerator,
+                crate::nn::NnCaps::default(),
+                (deadline, job.stop.clone()),
+                self.watchlist.clone(),
+            )
         });
         let data = Data {
             host,
@@ -422,6 +441,10 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Work the ticker does on every tick besides advancing the epoch (with wasi-nn: cutting
+/// inferences that are past their bound, see `nn::Watchlist`).
+type Sweep = Box<dyn Fn() + Send>;
+
 /// Advances the engine's epoch every [`TICK`] while at least one job runs, and sleeps
 /// otherwise (no wake-ups on an idle gateway).
 struct Ticker {
@@ -431,7 +454,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
+    fn start(engine: Engine, sweep: Sweep) -> std::io::Result<Self> {
         let active = Arc::new(AtomicUsize::new(0));
         let quit = Arc::new(AtomicBool::new(false));
         let (a, q) = (active.clone(), quit.clone());
@@ -442,6 +465,7 @@ impl Ticker {
                 } else {
                     thread::sleep(TICK);
                     engine.increment_epoch();
+                    sweep();
                 }
             }
         })?;

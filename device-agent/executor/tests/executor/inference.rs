@@ -174,3 +174,82 @@ fn wasi_nn_calls_with_bad_pointers_trap_and_leave_the_executor_usable() {
     let report = classify(&executor, Accelerator::Cpu, readings([3.0; 20])).unwrap();
     assert_eq!(class_of(&report.output).0, "steady");
 }
+
+/// A module that loads `model` (bytes in its memory) through wasi-nn, sets input 0 to
+/// one f32, and returns what `compute` returned (or 10 + the step that failed).
+fn running_model(model: &[u8]) -> Vec<u8> {
+    fn escaped(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+    }
+    let mut low = vec![0u8; 84];
+    low[0..4].copy_from_slice(&1024u32.to_le_bytes()); // builder: the model's address
+    low[4..8].copy_from_slice(&(model.len() as u32).to_le_bytes()); // and length
+    // The tensor record at 32: dims at 64 (one), f32, data at 80 (4 bytes).
+    for (at, word) in [(32, 64u32), (36, 1), (40, 1), (44, 80), (48, 4), (64, 1)] {
+        low[at..at + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    let pages = (1024 + model.len()).div_ceil(65_536);
+    wat::parse_str(format!(
+        r#"(module
+            (import "wasi_ephemeral_nn" "load" (func $load (param i32 i32 i32 i32 i32) (result i32)))
+            (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
+            (import "wasi_ephemeral_nn" "set_input" (func $set (param i32 i32 i32) (result i32)))
+            (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
+            (memory (export "memory") {pages})
+            (data (i32.const 0) "{low}")
+            (data (i32.const 1024) "{model}")
+            (func (export "run") (result i32)
+                (if (call $load (i32.const 0) (i32.const 1) (i32.const 1) (i32.const 0) (i32.const 16))
+                    (then (return (i32.const 10))))
+                (if (call $init (i32.load (i32.const 16)) (i32.const 20)) (then (return (i32.const 11))))
+                (if (call $set (i32.load (i32.const 20)) (i32.const 0) (i32.const 32)) (then (return (i32.const 12))))
+                (call $compute (i32.load (i32.const 20)))))"#,
+        low = escaped(&low),
+        model = escaped(model),
+    ))
+    .unwrap()
+}
+
+/// A model that never finishes (`fixtures/spin.onnx`: a Loop of 2^62 trips).
+const SPIN: &[u8] = include_bytes!("../fixtures/spin.onnx");
+
+/// Runs `f` on a thread and waits for it, failing (not hanging) if the inference was
+/// never cut. A hang guard, not a timing assertion.
+fn within_hang_guard<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120)).expect("hang guard: the running inference was never cut")
+}
+
+#[test]
+fn the_wall_clock_bound_and_a_stop_cut_a_running_inference() {
+    let spin = running_model(SPIN);
+    let executor = Arc::new(executor());
+
+    let (ex, module) = (executor.clone(), spin.clone());
+    let timed = within_hang_guard(move || {
+        let limits = fleet_schemas::Limits { fuel: 0, memory_pages: 0, timeout_ms: 300 };
+        ex.run(&Job::new(&module).with_limits(limits), NoInputs)
+    });
+    let (message, report) = expect_failure(Backend::Wasmtime, timed, FailReason::Timeout);
+    assert!(message.contains("300 ms"), "{message}");
+    assert!(report.logs.iter().any(|l| l.contains("model 0 runs on cpu")), "{:?}", report.logs);
+
+    let stop = fleet_executor::StopSignal::new();
+    let (ex, module, signal) = (executor.clone(), spin, stop.clone());
+    let run =
+        std::thread::spawn(move || within_hang_guard(move || ex.run(&Job::new(&module).with_stop(signal), NoInputs)));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.stop();
+    let (message, _) = expect_failure(Backend::Wasmtime, run.join().unwrap(), FailReason::Timeout);
+    assert_eq!(message, "stopped by the agent");
+
+    // The same model-running module with a model that finishes returns 0.
+    let quick = running_model(fleet_example_jobs::WINDOW_CLASSIFIER_ONNX);
+    let failure = executor.run(&Job::new(&quick), NoInputs).unwrap_err();
+    // window-classifier wants [1, 16], not [1]: the run is refused, not the call trapped.
+    assert_eq!(failure.message, "job returned 5", "{:?}", failure.report.logs);
+    assert!(failure.report.logs.iter().any(|l| l.contains("wasi-nn: the run failed")), "{:?}", failure.report.logs);
+}
