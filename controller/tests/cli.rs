@@ -309,3 +309,49 @@ fn a_job_that_requires_a_gpu_goes_only_to_devices_that_advertise_one() {
     let job: fleet_schemas::JobId = stdout(&preferred).parse().unwrap();
     assert_eq!(store.executions(&job).unwrap().len(), 3);
 }
+
+#[test]
+fn a_module_that_uses_wasi_nn_goes_only_to_devices_that_offer_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for id in ["gw-nn", "gw-plain", "gw-silent"] {
+        let out = dir.path().join(id);
+        assert_eq!(code(&fleetctl(&data, &["device", "provision", id, "--out", out.to_str().unwrap()])), 0);
+    }
+    report_status(&data, "gw-nn", None, &["onnx:cpu"]);
+    report_status(&data, "gw-plain", None, &[]);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let classify = write("window_classify.wasm", fleet_example_jobs::WINDOW_CLASSIFY);
+    let hello = write("hello.wasm", fleet_example_jobs::HELLO);
+    let store = || fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
+    let targeted = |out: &Output| -> Vec<String> {
+        let job: fleet_schemas::JobId = stdout(out).parse().unwrap();
+        store().executions(&job).unwrap().iter().map(|e| e.device_id.to_string()).collect()
+    };
+
+    let all = fleetctl(&data, &["job", "push", &classify, "--input", "readings", "--all"]);
+    assert_eq!(code(&all), 0, "{}", stderr(&all));
+    assert!(
+        stderr(&all).contains("skipping 2 device(s) that offer no inference (wasi-nn): gw-plain, gw-silent"),
+        "{}",
+        stderr(&all)
+    );
+    assert_eq!(targeted(&all), ["gw-nn"]);
+
+    let named = fleetctl(&data, &["job", "push", &classify, "--target", "gw-plain"]);
+    assert_eq!(code(&named), 2, "{}", stderr(&named));
+    assert!(stderr(&named).contains("no inference (wasi-nn) advertised by: gw-plain"), "{}", stderr(&named));
+    assert!(stderr(&named).contains("--onnxruntime"), "{}", stderr(&named));
+
+    let continuous = fleetctl(&data, &["job", "push", &classify, "--all", "--continuous"]);
+    assert_eq!(code(&continuous), 2, "{}", stderr(&continuous));
+
+    // A module without wasi-nn goes everywhere, as before.
+    let plain = fleetctl(&data, &["job", "push", &hello, "--all"]);
+    assert_eq!(code(&plain), 0, "{}", stderr(&plain));
+    assert_eq!(targeted(&plain).len(), 3);
+}

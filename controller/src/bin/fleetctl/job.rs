@@ -60,7 +60,8 @@ pub enum JobCommand {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("targets").required(true).args(["target", "selector", "all"])))]
 pub struct PushArgs {
-    /// The WebAssembly module (.wasm).
+    /// The WebAssembly module (.wasm). One that imports wasi-nn (inference) is sent
+    /// only to devices whose status says they offer it.
     module: PathBuf,
     /// A device to run it on (repeat for more).
     #[arg(long, value_name = "ID")]
@@ -113,7 +114,8 @@ pub struct PushArgs {
     continuous: bool,
     /// Accelerator use: `required` sends the job only to devices whose status
     /// advertises a GPU (a device without one would refuse it), `preferred` runs on a
-    /// GPU where there is one and on the CPU elsewhere.
+    /// GPU where there is one and on the CPU elsewhere. For jobs using wasi-nn this is
+    /// where their inference runs; the report's logs say which it used.
     #[arg(long, default_value = "none", value_parser = ["none", "preferred", "required"])]
     gpu: String,
     /// Wait until the job finishes, with a progress bar (exit code 1 on failures).
@@ -224,28 +226,24 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
         }
         other => store.matching_devices(other)?,
     };
-    // A job that requires a GPU goes only where the device's last status advertised
-    // one: elsewhere it would only be refused. Named devices without one are an error;
-    // a selector or --all keeps the devices that have one.
-    let targets = if gpu == GpuRequirement::Required {
-        let (with_gpu, without): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(|id| {
-            matches!(store.device(id.as_str()), Ok(Some(device)) if device.status.as_ref().is_some_and(|s| s.gpu.is_some()))
-        });
-        if !without.is_empty() {
-            let names: Vec<String> = without.iter().map(ToString::to_string).collect();
-            if matches!(target, Target::Devices(_)) {
-                return Err(UsageError::new(
-                    format!("no GPU advertised by: {}", names.join(", ")),
-                    "`fleetctl device list` shows each device's GPU; drop --gpu required to run on the CPU",
-                )
-                .into());
-            }
-            eprintln!("skipping {} device(s) that advertise no GPU: {}", names.len(), names.join(", "));
+    // A job goes only where the device's last status advertised what it needs: a GPU
+    // when it requires one, an inference backend when its module imports wasi-nn.
+    // Elsewhere it would only be refused. Named devices without it are an error; a
+    // selector or --all keeps the devices that have it.
+    let mut targets = targets;
+    if gpu == GpuRequirement::Required {
+        targets = advertising(&store, targets, &target, Needs::Gpu)?;
+    }
+    if imports_wasi_nn(&module) {
+        if args.continuous {
+            return Err(UsageError::new(
+                "a module that uses wasi-nn cannot be --continuous yet",
+                "devices provisioned later have not reported whether they offer inference; push again once they are online",
+            )
+            .into());
         }
-        with_gpu
-    } else {
-        targets
-    };
+        targets = advertising(&store, targets, &target, Needs::Inference)?;
+    }
     if targets.is_empty() && !args.continuous {
         return Err(UsageError::new(
             format!("no device matches {target}"),
@@ -588,4 +586,75 @@ fn cancel(data_dir: &Path, id: &str) -> Outcome {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a job needs a device to have advertised in its status.
+#[derive(Debug, Clone, Copy)]
+enum Needs {
+    /// A GPU (`--gpu required`).
+    Gpu,
+    /// An inference backend (the module imports wasi-nn).
+    Inference,
+}
+
+impl Needs {
+    fn has(self, status: &fleet_schemas::DeviceStatus) -> bool {
+        match self {
+            Needs::Gpu => status.gpu.is_some(),
+            Needs::Inference => !status.inference.is_empty(),
+        }
+    }
+
+    fn missing(self) -> &'static str {
+        match self {
+            Needs::Gpu => "no GPU advertised by",
+            Needs::Inference => "no inference (wasi-nn) advertised by",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Needs::Gpu => "`fleetctl device list` shows each device's GPU; drop --gpu required to run on the CPU",
+            Needs::Inference => {
+                "the module imports wasi-nn: run its gateways' fleet-agent with --onnxruntime (`fleetctl device show ID` lists what a device offers)"
+            }
+        }
+    }
+
+    fn skipping(self) -> &'static str {
+        match self {
+            Needs::Gpu => "that advertise no GPU",
+            Needs::Inference => "that offer no inference (wasi-nn)",
+        }
+    }
+}
+
+/// The devices of `targets` whose last status advertises what the job `needs`; named
+/// devices without it are a usage error, others are skipped and named on stderr.
+fn advertising(store: &Store, targets: Vec<DeviceId>, target: &Target, needs: Needs) -> anyhow::Result<Vec<DeviceId>> {
+    let (with, without): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(|id| {
+        matches!(store.device(id.as_str()), Ok(Some(device)) if device.status.as_ref().is_some_and(|s| needs.has(s)))
+    });
+    if !without.is_empty() {
+        let names: Vec<String> = without.iter().map(ToString::to_string).collect();
+        if matches!(target, Target::Devices(_)) {
+            return Err(UsageError::new(format!("{}: {}", needs.missing(), names.join(", ")), needs.hint()).into());
+        }
+        eprintln!("skipping {} device(s) {}: {}", names.len(), needs.skipping(), names.join(", "));
+    }
+    Ok(with)
+}
+
+/// The import module of wasi-nn in the job ABI (docs/job-abi.md, section 3a).
+const WASI_NN_MODULE: &str = "wasi_ephemeral_nn";
+
+/// Whether the module imports wasi-nn. A module that does not parse says no here;
+/// the devices report the real error.
+fn imports_wasi_nn(module: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(module).any(|payload| match payload {
+        Ok(wasmparser::Payload::ImportSection(imports)) => {
+            imports.into_imports().any(|i| i.is_ok_and(|i| i.module == WASI_NN_MODULE))
+        }
+        _ => false,
+    })
 }
