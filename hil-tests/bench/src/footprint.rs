@@ -27,16 +27,65 @@ pub async fn footprint(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         format!("{} build, wasmtime + SQLite + MQTT, not stripped, x86_64", profile_of(&agent)),
     ));
 
+    // Without ONNX Runtime (whatever ORT_DYLIB_PATH says), as most gateways run it.
+    let (idle, busy) = agent_memory(&agent, None, BUSY_JOBS).await?;
+    table.add(table::alone(
+        "fleet-agent memory, idle",
+        format!("{} RSS", table::size(idle.rss_kib * 1024)),
+        "connected and online, one second after start; no ONNX Runtime",
+    ));
+    table.add(table::alone(
+        "fleet-agent memory, busy",
+        format!("{} peak RSS", table::size(busy.peak_kib * 1024)),
+        format!(
+            "after {BUSY_JOBS} `hello` jobs (RSS now {}): wasmtime engine, compiled-module cache, SQLite",
+            table::size(busy.rss_kib * 1024)
+        ),
+    ));
+    match std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        Some(library) => {
+            let (idle, _) = agent_memory(&agent, Some(std::path::Path::new(&library)), 0).await?;
+            table.add(table::alone(
+                "fleet-agent memory, idle, offering inference",
+                format!("{} RSS", table::size(idle.rss_kib * 1024)),
+                "as above, started with --onnxruntime: ONNX Runtime's library loaded for wasi-nn",
+            ));
+        }
+        None => table.add(table::alone(
+            "fleet-agent memory, idle, offering inference",
+            "not measured",
+            "ORT_DYLIB_PATH is not set",
+        )),
+    }
+
+    if quick {
+        table.add(table::alone("firmware flash and RAM", "not measured in --quick", "run the full bench"));
+    } else {
+        firmware(table)?;
+    }
+    Ok(())
+}
+
+/// Runs a real `fleet-agent` against a one-device fleet on the embedded broker, with
+/// ONNX Runtime from `onnxruntime` or none; its memory one second after it is online,
+/// and after `jobs` `hello` jobs one at a time.
+async fn agent_memory(
+    agent: &std::path::Path,
+    onnxruntime: Option<&std::path::Path>,
+    jobs: usize,
+) -> anyhow::Result<(Memory, Memory)> {
     let mut fleet = BenchFleet::start(BrokerKind::Embedded, 1, "gw").await?;
     let device = fleet.devices()[0].clone();
     let dir = tempfile::Builder::new().prefix("fleet-bench-agent-").tempdir()?;
     let config = dir.path().join("agent.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&fleet.device_config(&device))?)?;
     let log = std::fs::File::create(dir.path().join("agent.log"))?;
-    let mut child = Command::new(&agent)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
+    let mut command = Command::new(agent);
+    command.arg("--config").arg(&config).env("RUST_LOG", "warn").env_remove("ORT_DYLIB_PATH");
+    if let Some(library) = onnxruntime {
+        command.arg("--onnxruntime").arg(library);
+    }
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -47,7 +96,7 @@ pub async fn footprint(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         let idle = memory(child.id())?;
         let target = [device.id.clone()];
         // One at a time: the figure is an agent doing work, not an agent holding a queue.
-        for _ in 0..BUSY_JOBS {
+        for _ in 0..jobs {
             let job = fleet.push(fleet_example_jobs::HELLO, &target)?;
             fleet.wait_succeeded(&job, 1, Duration::from_millis(2), Duration::from_secs(30)).await?;
         }
@@ -58,27 +107,7 @@ pub async fn footprint(quick: bool, table: &mut Table) -> anyhow::Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     fleet.stop().await?;
-    let (idle, busy) = measured?;
-    table.add(table::alone(
-        "fleet-agent memory, idle",
-        format!("{} RSS", table::size(idle.rss_kib * 1024)),
-        "connected and online, one second after start",
-    ));
-    table.add(table::alone(
-        "fleet-agent memory, busy",
-        format!("{} peak RSS", table::size(busy.peak_kib * 1024)),
-        format!(
-            "after {BUSY_JOBS} `hello` jobs (RSS now {}): wasmtime engine, compiled-module cache, SQLite",
-            table::size(busy.rss_kib * 1024)
-        ),
-    ));
-
-    if quick {
-        table.add(table::alone("firmware flash and RAM", "not measured in --quick", "run the full bench"));
-    } else {
-        firmware(table)?;
-    }
-    Ok(())
+    measured
 }
 
 struct Memory {
