@@ -55,37 +55,12 @@ fn main() -> Result<(), i32> {
         return Err(2);
     };
     let mut stats = Stats::default();
-    let mut chunk = [0u8; 512];
-    let mut line = [0u8; MAX_LINE];
-    let mut len = 0;
-    let mut too_long = false;
-    loop {
-        let n = input.read(&mut chunk).map_err(|_| 3)?;
-        if n == 0 {
-            break;
-        }
-        for &byte in &chunk[..n] {
-            if byte == b'\n' {
-                if too_long {
-                    stats.skipped += 1;
-                } else {
-                    stats.line(&line[..len]);
-                }
-                len = 0;
-                too_long = false;
-            } else if len < MAX_LINE {
-                line[len] = byte;
-                len += 1;
-            } else {
-                too_long = true;
-            }
-        }
-    }
-    if too_long {
-        stats.skipped += 1;
-    } else if len > 0 {
-        stats.line(&line[..len]);
-    }
+    input
+        .for_each_line::<MAX_LINE>(|line| match line {
+            Ok(line) => stats.line(line),
+            Err(_) => stats.skipped += 1,
+        })
+        .map_err(|_| 3)?;
     log!("read {} readings, skipped {} lines", stats.count, stats.skipped);
     let ok = if stats.count == 0 {
         output!("count=0 skipped={}", stats.skipped)

@@ -139,6 +139,49 @@ impl Input {
     }
 }
 
+/// A line longer than the buffer [`Input::for_each_line`] was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl Input {
+    /// Calls `each` with every line of the input, without its `\n`, streaming it through
+    /// a 512-byte buffer: any input size runs in a page of memory. A line longer than
+    /// `N` bytes is passed as `Err(LineTooLong)` instead. The last line needs no `\n`.
+    pub fn for_each_line<const N: usize>(
+        &mut self,
+        mut each: impl FnMut(Result<&[u8], LineTooLong>),
+    ) -> Result<(), InputError> {
+        let mut chunk = [0u8; 512];
+        let mut line = [0u8; N];
+        let mut len = 0;
+        let mut too_long = false;
+        loop {
+            let n = self.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            for &byte in &chunk[..n] {
+                if byte == b'\n' {
+                    each(if too_long { Err(LineTooLong) } else { Ok(&line[..len]) });
+                    len = 0;
+                    too_long = false;
+                } else if len < N {
+                    line[len] = byte;
+                    len += 1;
+                } else {
+                    too_long = true;
+                }
+            }
+        }
+        if too_long {
+            each(Err(LineTooLong));
+        } else if len > 0 {
+            each(Ok(&line[..len]));
+        }
+        Ok(())
+    }
+}
+
 /// A [`fmt::Write`] sink that appends to the job's output.
 #[derive(Debug, Default)]
 pub struct Output;

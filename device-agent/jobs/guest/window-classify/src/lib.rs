@@ -71,31 +71,13 @@ fn read_window() -> Result<Window, i32> {
         return Err(2);
     };
     let mut window = Window { values: [0.0; WINDOW], next: 0, seen: 0 };
-    let mut chunk = [0u8; 512];
-    let mut line = [0u8; MAX_LINE];
-    let mut len = 0;
-    loop {
-        let n = input.read(&mut chunk).map_err(|_| 3)?;
-        if n == 0 {
-            break;
-        }
-        for &byte in &chunk[..n] {
-            if byte == b'\n' {
-                if len <= MAX_LINE {
-                    window.push_line(&line[..len]);
-                }
-                len = 0;
-            } else if len < MAX_LINE {
-                line[len] = byte;
-                len += 1;
-            } else {
-                len = MAX_LINE + 1;
+    input
+        .for_each_line::<MAX_LINE>(|line| {
+            if let Ok(line) = line {
+                window.push_line(line);
             }
-        }
-    }
-    if len > 0 && len <= MAX_LINE {
-        window.push_line(&line[..len]);
-    }
+        })
+        .map_err(|_| 3)?;
     Ok(window)
 }
 
