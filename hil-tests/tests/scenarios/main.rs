@@ -30,6 +30,7 @@ mod s07_forged_envelopes;
 mod s08_hostile_wasm;
 mod s09_cancel_abort;
 mod s10_topic_acl;
+mod s11_inference;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -73,6 +74,7 @@ const SCENARIOS: &[Scenario] = &[
         ignore: Some("firmware: a running job blocks the board's agent, so a cancel waits (README, Known failures)"),
     },
     Scenario { name: "s10_device_refused_other_devices_topics", run: s10_topic_acl::run, ignore: None },
+    Scenario { name: "s11_inference_runs_where_the_data_is", run: s11_inference::run, ignore: None },
 ];
 
 /// What every scenario shares: the boards, if they can run here.
