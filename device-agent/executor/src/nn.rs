@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use ort::environment::GlobalThreadPoolOptions;
 use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider, ExecutionProvider};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::TensorElementType;
@@ -159,7 +160,15 @@ impl OnnxRuntime {
         let hook = std::panic::take_hook();
         std::panic::set_hook(alloc::boxed::Box::new(|_| {}));
         let probe = std::panic::catch_unwind(move || -> Result<bool, String> {
-            ort::init_from(path).with_name("fleet-agent").commit().map_err(|e| e.to_string())?;
+            // One thread pool for every session of the process, not one per session: a
+            // job loads its model each run, and a pool per load was most of its cost.
+            // No spinning: a gateway's idle cores stay idle between inferences.
+            let threads = GlobalThreadPoolOptions::default().with_spin_control(false).map_err(|e| e.to_string())?;
+            ort::init_from(path)
+                .with_name("fleet-agent")
+                .with_global_thread_pool(threads)
+                .commit()
+                .map_err(|e| e.to_string())?;
             let gpu = CUDAExecutionProvider::default().is_available().unwrap_or(false);
             Ok(gpu)
         });
