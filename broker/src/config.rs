@@ -20,6 +20,17 @@ pub const DEFAULT_ENGINE_SHARDS: usize = 8;
 /// Default time a client has, after the TCP handshake, to send its CONNECT.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which engine routes messages behind the front door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// The broker's own (`router`), in-process: one socket per client, routing that
+    /// does not grow with the fleet. The default.
+    #[default]
+    Native,
+    /// rumqttd on loopback ports: three sockets per client in this process.
+    Rumqttd,
+}
+
 /// The broker's configuration. Build it with [`BrokerConfig::new`] and change fields.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -32,15 +43,17 @@ pub struct BrokerConfig {
     /// larger packet closes that connection before its body is buffered.
     pub max_packet_bytes: usize,
     /// Most client connections held at once; past it a CONNECT gets CONNACK "server
-    /// unavailable". Each connection holds three sockets in this process (client,
-    /// front door to engine, engine side): raise `ulimit -n` to match.
+    /// unavailable". Each connection holds one socket in this process (three with the
+    /// rumqttd engine): raise `ulimit -n` to match.
     pub max_connections: usize,
     /// Time a client has to send CONNECT after connecting.
     pub connect_timeout: Duration,
-    /// rumqttd servers (each a thread and a loopback port) sharing one router. One
+    /// With the rumqttd engine: its servers (each a thread and a loopback port) sharing one router. One
     /// admits a few hundred connections a second; more shards admit a reconnecting
     /// fleet faster. A client id always lands on the same shard.
     pub engine_shards: usize,
+    /// Which engine routes messages.
+    pub engine: EngineKind,
 }
 
 impl BrokerConfig {
@@ -53,6 +66,7 @@ impl BrokerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             engine_shards: DEFAULT_ENGINE_SHARDS,
+            engine: EngineKind::default(),
         }
     }
 

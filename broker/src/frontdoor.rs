@@ -34,8 +34,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::auth::Authenticator;
 use crate::engine::ENGINE_SLACK_BYTES;
 use crate::framing::{self, CONNECT_BYTE, FrameError};
-use crate::session::{self, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal, Session};
+use crate::native::{Hub, Outgoing};
+use crate::router::{In, Message, Out};
+use crate::session::{
+    self, Admitted, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal, Session,
+};
 use crate::stats::{Counters, OpenGuard};
+use crate::wire;
 
 /// How long a closing connection may take to deliver its last bytes (a refusal CONNACK,
 /// the engine's reaction to DISCONNECT) before it is cut.
@@ -65,6 +70,8 @@ pub(crate) struct Shared {
     pub counters: Arc<Counters>,
     pub engine_shards: Vec<EngineShard>,
     pub engine_login: EngineLogin,
+    /// The native engine, when the broker runs it instead of rumqttd.
+    pub hub: Option<Arc<Hub>>,
     pub max_packet_bytes: usize,
     pub connect_timeout: Duration,
     pub slots: Arc<Semaphore>,
@@ -222,6 +229,10 @@ async fn handshake_and_relay(client: &mut TcpStream, shared: &Shared) -> End {
         }
     };
 
+    if let Some(hub) = &shared.hub {
+        debug!(identity = ?admitted.session.identity(), client_id = admitted.session.client_id(), "admitted");
+        return relay_native(client, admitted, buf, hub, shared).await;
+    }
     // The same client id always goes to the same shard, so rumqttd sees a session
     // takeover (and cancels the old connection's last-will) within one server.
     let Some(shard) = shared.engine_shards.get(shard_of(admitted.session.client_id(), shared.engine_shards.len()))
@@ -513,5 +524,154 @@ async fn read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> 
 fn shrink_if_idle(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_BUFFER_BYTES {
         *buf = BytesMut::new();
+    }
+}
+
+/// Runs an admitted connection on the native engine until it ends, then tells the
+/// router how (a DISCONNECT is a clean end; anything else publishes the will).
+async fn relay_native(client: &mut TcpStream, admitted: Admitted, buf: BytesMut, hub: &Hub, shared: &Shared) -> End {
+    let Packet::Connect(connect, _, will, _, _) = admitted.engine_connect else {
+        return End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat));
+    };
+    let client_id = connect.client_id;
+    let session = admitted.session;
+    let pending = session.pending_subacks();
+    let (conn, rx, answers) = hub.open();
+    hub.run(|router| router.connect(conn, &client_id, connect.clean_session, will));
+    // MQTT: a client silent for one and a half keep-alives is gone.
+    let silence = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
+    let (client_r, client_w) = client.split();
+    let reader = native_reader(client_r, buf, session, silence, (conn, &client_id), hub, answers, shared);
+    let writer = native_writer(client_w, rx, pending);
+    let (end, clean) = tokio::select! {
+        read = reader => read,
+        end = writer => (end, false),
+    };
+    hub.run(|router| router.disconnected(conn, &client_id, clean));
+    hub.close(conn);
+    end
+}
+
+/// The router's view of a packet the session let through; `None` for one it has no
+/// use for (a PUBREC or PUBCOMP: the engine never sends QoS 2).
+fn to_router(packet: Packet, publish_header: Option<(u8, u16)>) -> Option<In> {
+    let qos = |q: rumqttd::protocol::QoS| match q {
+        rumqttd::protocol::QoS::AtMostOnce => 0,
+        rumqttd::protocol::QoS::AtLeastOnce => 1,
+        rumqttd::protocol::QoS::ExactlyOnce => 2,
+    };
+    Some(match packet {
+        Packet::Publish(publish, _) => {
+            let (qos, pkid) = publish_header?;
+            In::Publish {
+                pkid,
+                message: Message { topic: publish.topic, payload: publish.payload, qos, retain: publish.retain },
+            }
+        }
+        Packet::PubAck(ack, _) => In::PubAck(ack.pkid),
+        Packet::PubRel(rel, _) => In::PubRel(rel.pkid),
+        Packet::Subscribe(subscribe, _) => In::Subscribe {
+            pkid: subscribe.pkid,
+            filters: subscribe.filters.into_iter().map(|f| (f.path, qos(f.qos))).collect(),
+        },
+        Packet::Unsubscribe(unsubscribe, _) => In::Unsubscribe { pkid: unsubscribe.pkid, filters: unsubscribe.filters },
+        Packet::PingReq(_) => In::PingReq,
+        _ => return None,
+    })
+}
+
+/// Client to router: decode, decide (session.rs), hand to the router. Returns how the
+/// connection ended and whether cleanly (DISCONNECT).
+#[allow(clippy::too_many_arguments)]
+async fn native_reader<R: AsyncRead + Unpin>(
+    mut client_r: R,
+    mut buf: BytesMut,
+    mut session: Session,
+    silence: Duration,
+    (conn, client_id): (u64, &str),
+    hub: &Hub,
+    answers: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    shared: &Shared,
+) -> (End, bool) {
+    loop {
+        loop {
+            if buf.first().is_some_and(|&b| !framing::plausible_client_packet(b)) {
+                return (End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat)), false);
+            }
+            let header = wire::publish_qos_pkid(&buf);
+            let packet = match framing::next_packet(&mut buf, shared.max_packet_bytes) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => return (End::Bad(e), false),
+            };
+            let outcome = session.on_client_packet(packet);
+            if !outcome.denied_filters.is_empty() {
+                Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
+                for (filter, denial) in &outcome.denied_filters {
+                    warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
+                }
+            }
+            match outcome.verdict {
+                ClientVerdict::Forward(packet) => {
+                    if let Some(input) = to_router(packet, header) {
+                        hub.run(|router| router.packet(conn, client_id, input));
+                    }
+                }
+                ClientVerdict::Answer(packet) => {
+                    let _ = answers.send(Outgoing::Front(Box::new(packet)));
+                }
+                ClientVerdict::Finish(_) => return (End::Normal("DISCONNECT"), true),
+                ClientVerdict::Close(reason) => return (End::Cut(reason), false),
+            }
+        }
+        shrink_if_idle(&mut buf);
+        match timeout(silence, read_more(&mut client_r, &mut buf)).await {
+            Err(_) => return (End::Normal("keep-alive expired"), false),
+            Ok(Ok(0)) => return (End::Normal("client closed the connection"), false),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return (End::Normal("client network error"), false),
+        }
+    }
+}
+
+/// Router to client: encodes what is queued, as many packets per write as are waiting.
+async fn native_writer<W: tokio::io::AsyncWrite + Unpin>(
+    mut client_w: W,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    pending: PendingSubacks,
+) -> End {
+    let mut out = BytesMut::new();
+    loop {
+        let Some(first) = queue.recv().await else { return End::Normal("broker stopping") };
+        let mut next = Some(first);
+        let mut close = false;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Engine(Out::Close) => {
+                    close = true;
+                    break;
+                }
+                Outgoing::Engine(Out::SubAck { pkid, codes }) => {
+                    let patched = pending.patch(SubAck { pkid, return_codes: codes });
+                    wire::encode(&Out::SubAck { pkid, codes: patched.return_codes }, &mut out);
+                }
+                Outgoing::Engine(packet) => wire::encode(&packet, &mut out),
+                Outgoing::Front(packet) => {
+                    let _ = framing::encode(*packet, &mut out);
+                }
+            }
+            if out.len() < KEEP_BUFFER_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !out.is_empty() && client_w.write_all(&out).await.is_err() {
+            return End::Normal("client network error");
+        }
+        out.clear();
+        shrink_if_idle(&mut out);
+        if close {
+            let _ = client_w.shutdown().await;
+            return End::Normal("session taken over by a newer connection");
+        }
     }
 }

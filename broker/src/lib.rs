@@ -2,12 +2,12 @@
 //! operator installs nothing else.
 //!
 //! Why this crate exists: the fleet's security rests on "a device can only speak for
-//! itself" (`docs/protocol.md`, section 2, "ACL"), and the embeddable broker we build on,
-//! rumqttd, authenticates but has no per-topic authorization. So this crate puts an
-//! MQTT-aware front door before it:
+//! itself" (`docs/protocol.md`, section 2, "ACL"), which an embeddable broker's auth hook
+//! cannot express. So this crate puts an MQTT-aware front door before the engine that
+//! routes messages:
 //!
 //! ```text
-//!  devices, controller ──TCP──▶ front door ──loopback TCP──▶ rumqttd (engine)
+//!  devices, controller ──TCP──▶ front door ──▶ engine: router (in-process, default) | rumqttd (loopback)
 //!                              │ authenticate CONNECT (Authenticator)
 //!                              │ ACL on CONNECT (client id, last-will), PUBLISH, SUBSCRIBE
 //!                              │ size and form limits per connection
@@ -18,8 +18,11 @@
 //! - `session`: what happens to this packet? Sans-IO policy per connection.
 //! - `framing`: where does one packet end, and is it MQTT 3.1.1?
 //! - `frontdoor`: the sockets (listener, one relay task per client).
+//! - `router`: the native engine: MQTT sessions and routing as a sans-IO state machine.
+//! - `native`: the router behind one lock, and a queue to each connection.
+//! - `wire`: the bytes of what the native engine sends.
 //! - `engine`: rumqttd, configured and started on secret-guarded loopback ports (several
-//!   servers, "shards", sharing one router).
+//!   servers, "shards", sharing one router); `EngineKind::Rumqttd`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), fleet_broker::BrokerError> {
@@ -46,8 +49,11 @@ mod engine;
 mod error;
 mod framing;
 mod frontdoor;
+mod native;
+mod router;
 mod session;
 mod stats;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +67,7 @@ use tracing::info;
 pub use auth::{Authenticator, Identity};
 pub use config::{
     BrokerConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENGINE_SHARDS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET_BYTES,
+    EngineKind,
 };
 pub use error::BrokerError;
 pub use stats::BrokerStats;
@@ -76,6 +83,7 @@ pub struct RunningBroker {
     cancel: CancellationToken,
     tracker: TaskTracker,
     engine: Option<Engine>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl RunningBroker {
@@ -97,6 +105,9 @@ impl RunningBroker {
         if let Some(engine) = self.engine.take() {
             engine.stop().await;
         }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
         info!(addr = %self.local_addr, "MQTT broker stopped");
     }
 }
@@ -106,6 +117,9 @@ impl Drop for RunningBroker {
         self.cancel.cancel();
         // Dropping the engine tells its thread to stop.
         self.engine.take();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -115,14 +129,30 @@ impl std::fmt::Debug for RunningBroker {
     }
 }
 
-/// Starts the broker on the caller's tokio runtime (the engine gets a thread of its
-/// own). Returns once both the public listener and the engine are ready.
+/// Starts the broker on a tokio runtime of its own (worker threads `fleet-broker`), so
+/// that whatever else the process does on its runtime (the controller's SQLite commits,
+/// which block a worker while they fsync) never delays a client's packets. Returns once
+/// the public listener and the engine are ready.
 pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result<RunningBroker, BrokerError> {
     config.validate()?;
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
-    let engine = engine::start(&config).await?;
+    let bind = |source| BrokerError::Bind { addr: config.listen, source };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fleet-broker")
+        .enable_all()
+        .build()
+        .map_err(bind)?;
+    let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
+    std_listener.set_nonblocking(true).map_err(bind)?;
+    let listener = {
+        let _in_broker_runtime = runtime.enter();
+        TcpListener::from_std(std_listener).map_err(bind)?
+    };
+    let local_addr = listener.local_addr().map_err(bind)?;
+    let (engine, hub) = match config.engine {
+        EngineKind::Rumqttd => (Some(engine::start(&config).await?), None),
+        EngineKind::Native => (None, Some(Arc::new(native::Hub::default()))),
+    };
 
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(frontdoor::Shared {
@@ -130,24 +160,29 @@ pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result
         auth,
         counters: counters.clone(),
         engine_shards: engine
-            .addrs()
             .iter()
+            .flat_map(|engine| engine.addrs().iter())
             .map(|&addr| frontdoor::EngineShard { addr, gate: Arc::new(Semaphore::new(frontdoor::ENGINE_HANDSHAKES)) })
             .collect(),
-        engine_login: engine.login().clone(),
+        engine_login: engine
+            .as_ref()
+            .map(|engine| engine.login().clone())
+            .unwrap_or_else(|| session::EngineLogin { username: String::new(), password: String::new() }),
+        hub,
         max_packet_bytes: config.max_packet_bytes,
         connect_timeout: config.connect_timeout,
         slots: Arc::new(Semaphore::new(config.max_connections.min(Semaphore::MAX_PERMITS))),
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(frontdoor::accept_loop(listener, shared, cancel.clone(), tracker.clone()));
+    tracker.spawn_on(frontdoor::accept_loop(listener, shared, cancel.clone(), tracker.clone()), runtime.handle());
     info!(
         addr = %local_addr,
         prefix = config.topics.prefix(),
         max_connections = config.max_connections,
         max_packet_bytes = config.max_packet_bytes,
+        engine = ?config.engine,
         "MQTT broker listening"
     );
-    Ok(RunningBroker { local_addr, counters, cancel, tracker, engine: Some(engine) })
+    Ok(RunningBroker { local_addr, counters, cancel, tracker, engine, runtime: Some(runtime) })
 }

@@ -35,8 +35,14 @@ pub async fn broker() -> RunningBroker {
     broker_with(|_| {}).await
 }
 
+/// A broker on a free loopback port, on the engine `FLEET_TEST_BROKER_ENGINE` names
+/// (`native`, the default, or `rumqttd`: CI runs the MQTT tests on both).
 pub async fn broker_with(configure: impl FnOnce(&mut BrokerConfig)) -> RunningBroker {
     let mut config = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.engine = match std::env::var("FLEET_TEST_BROKER_ENGINE").as_deref() {
+        Ok("rumqttd") => fleet_broker::EngineKind::Rumqttd,
+        _ => fleet_broker::EngineKind::Native,
+    };
     configure(&mut config);
     fleet_broker::start(config, Arc::new(TestAuth)).await.unwrap()
 }
