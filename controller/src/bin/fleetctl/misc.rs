@@ -44,6 +44,9 @@ pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
         }
         None => BrokerChoice::Embedded { listen: args.listen },
     };
+    if matches!(broker, BrokerChoice::Embedded { .. }) {
+        raise_open_file_limit();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let running = server::start(ServeConfig::new(data_dir, broker)).await?;
@@ -242,4 +245,28 @@ pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
         acl_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded broker holds one socket per connected device: raise the soft open-file
+/// limit to the hard one (a distribution's default soft limit, 1,024, would refuse the
+/// 1,000th device), and say what the fleet can reach.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(current), maximum) if maximum.is_none_or(|m| m > current) => {
+            setrlimit(Resource::Nofile, Rlimit { current: maximum, maximum }).is_ok()
+        }
+        _ => false,
+    };
+    let now = getrlimit(Resource::Nofile).current;
+    match now {
+        Some(files) => tracing::info!(
+            open_files = files,
+            raised,
+            "the embedded broker can hold about {} device connections (ulimit -n; the hard limit needs root to raise)",
+            files.saturating_sub(256)
+        ),
+        None => tracing::info!("no open-file limit"),
+    }
 }
