@@ -104,6 +104,7 @@ pub enum ServeBroker {
 pub struct Controller {
     fleetctl: Fleetctl,
     broker: ServeBroker,
+    log_filter: String,
     logs: Logs,
     child: Option<ChildProcess>,
     starts: u32,
@@ -112,7 +113,21 @@ pub struct Controller {
 impl Controller {
     /// A controller on `data_dir` (not started), logging to `log`.
     pub fn new(data_dir: &Path, broker: ServeBroker, log: &Path) -> Result<Self> {
-        Ok(Self { fleetctl: Fleetctl::new(data_dir), broker, logs: Logs::new(log)?, child: None, starts: 0 })
+        Ok(Self {
+            fleetctl: Fleetctl::new(data_dir),
+            broker,
+            log_filter: "info,rumqttd=warn".into(),
+            logs: Logs::new(log)?,
+            child: None,
+            starts: 0,
+        })
+    }
+
+    /// With this `RUST_LOG` filter (default `info,rumqttd=warn`). Keep `info` for the
+    /// line that says it is up.
+    pub fn with_log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_string();
+        self
     }
 
     /// Its logs.
@@ -169,7 +184,7 @@ impl Controller {
             ServeBroker::Embedded(addr) => command.arg("--listen").arg(addr.to_string()),
             ServeBroker::External(addr) => command.arg("--broker").arg(format!("mqtt://{addr}")),
         };
-        command.env("RUST_LOG", "info,rumqttd=warn").env("USER", "fleet-hil");
+        command.env("RUST_LOG", &self.log_filter).env("USER", "fleet-hil");
         let ready_before = self.logs.count(&[READY]);
         self.child = Some(ChildProcess::spawn("fleetctl serve", command, &self.logs)?);
         self.starts += 1;

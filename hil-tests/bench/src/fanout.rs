@@ -270,14 +270,12 @@ pub fn percentile(sorted: &[f64], p: usize) -> f64 {
 /// Open files kept for everything but the devices (database, logs, listeners).
 const RESERVED_FILES: u64 = 512;
 
-/// Open files one device costs this process.
+/// Open files one device costs the process that needs the most of them: this one (the
+/// device's socket) and `fleetctl serve` (the embedded broker's one socket per client)
+/// alike; mosquitto's ends are in mosquitto.
 fn per_device_files(broker: BrokerKind) -> u64 {
     match broker {
-        // The device's socket; the broker's client socket, its link to the engine, and
-        // the engine's end of that link.
-        BrokerKind::Embedded => 4,
-        // The device's socket (mosquitto's end is in mosquitto).
-        BrokerKind::Mosquitto => 1,
+        BrokerKind::Embedded | BrokerKind::Mosquitto => 1,
     }
 }
 

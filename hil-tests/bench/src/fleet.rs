@@ -1,8 +1,10 @@
 //! One benchmark fleet: a controller on a fresh data directory, its broker (embedded,
 //! or mosquitto configured from the registry), and the devices it knows.
 //!
-//! The controller is the real one, started in-process with the same `serve` code
-//! `fleetctl serve` runs. Devices are registered straight into its store (what
+//! The controller is the real one: a `fleetctl serve` process on the fleet's data
+//! directory, with its embedded broker or pointed at mosquitto. A process of its own, as
+//! it is deployed, and so the open files of 10,000 connections are split between it
+//! (the broker's ends) and this process (the devices' ends). Devices are registered straight into its store (what
 //! `fleetctl device provision` writes, minus the per-device files, which would cost
 //! 10,000 process starts), and a job is pushed the way `fleetctl job push` pushes it:
 //! stored in one transaction, which the running controller notices and rolls out.
@@ -15,10 +17,10 @@ use fleet_controller::acl::{acl_file, mosquitto_hash, passwd_file};
 use fleet_controller::auth::password_hash;
 use fleet_controller::datadir::DataDir;
 use fleet_controller::model::{DeviceKind, RolloutParams, Target};
-use fleet_controller::server::{self, BrokerChoice, RunningController, ServeConfig};
 use fleet_controller::signer::prepare_module;
 use fleet_controller::store::{NewDevice, NewJob, Store};
 use fleet_controller::{random_32, rollout, unix_ms};
+use fleet_hil::controller::{Controller, ServeBroker};
 use fleet_hil::mosquitto::{Mosquitto, Persistence};
 use fleet_schemas::digest::sha256;
 use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed};
@@ -58,7 +60,7 @@ pub struct BenchFleet {
     trust: Trust,
     root_key: PublicKey,
     job_keys: Vec<TrustedKey>,
-    controller: Option<RunningController>,
+    controller: Option<Controller>,
     mosquitto: Option<Mosquitto>,
     broker: SocketAddr,
 }
@@ -90,7 +92,7 @@ impl BenchFleet {
             .context("the trusted job keys do not make a key ring")?;
 
         let (choice, mosquitto) = match broker {
-            BrokerKind::Embedded => (BrokerChoice::Embedded { listen: ([127, 0, 0, 1], 0).into() }, None),
+            BrokerKind::Embedded => (ServeBroker::Embedded(fleet_hil::controller::free_port()?), None),
             BrokerKind::Mosquitto => {
                 let addr = free_port()?;
                 let mut mosquitto = Mosquitto::configured(&dir.path().join("mosquitto"), addr, Persistence::InMemory)?;
@@ -100,11 +102,13 @@ impl BenchFleet {
                 let ids: Vec<DeviceId> = entries.into_iter().map(|(id, _)| id).collect();
                 std::fs::write(mosquitto.dir().join("acl"), acl_file(&Topics::default(), &ids))?;
                 mosquitto.start()?;
-                (BrokerChoice::External { host: addr.ip().to_string(), port: addr.port() }, Some(mosquitto))
+                (ServeBroker::External(addr), Some(mosquitto))
             }
         };
-        let controller = server::start(ServeConfig::new(data.path(), choice)).await?;
-        let broker = controller.broker_addr();
+        let log = dir.path().join("controller.log");
+        let mut controller = Controller::new(data.path(), choice, &log)?
+            .with_log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()));
+        let broker = controller.start()?;
         Ok(Self {
             _dir: dir,
             store,
@@ -210,8 +214,8 @@ impl BenchFleet {
 
     /// Stops the controller and the broker.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(controller) = self.controller.take() {
-            controller.shutdown().await?;
+        if let Some(mut controller) = self.controller.take() {
+            controller.stop()?;
         }
         if let Some(mut mosquitto) = self.mosquitto.take() {
             mosquitto.stop()?;

@@ -18,7 +18,6 @@ const BUSY_JOBS: usize = 100;
 /// `fleet-agent`'s size and resident memory (idle after start, peak while busy), and,
 /// unless `quick`, the firmware's flash and RAM.
 pub async fn footprint(quick: bool, table: &mut Table) -> anyhow::Result<()> {
-    bins::build_fleet_binaries()?;
     let agent = bins::binary(bins::FLEET_AGENT)?;
     let size = std::fs::metadata(&agent)?.len();
     table.add(table::alone(

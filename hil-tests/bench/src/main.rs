@@ -79,6 +79,11 @@ fn main() -> anyhow::Result<()> {
         println!("note: a debug build; run with --release for figures worth comparing");
     }
 
+    // The fleets run the real `fleetctl serve` (and the footprint the real fleet-agent):
+    // built once, in this build's profile.
+    if ["fanout", "latency", "throughput", "footprint"].iter().any(|g| cli.wants(g)) {
+        fleet_hil::bins::build_fleet_binaries()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let fleet_settings = fanout::Settings::new(cli.quick, cli.devices, !cli.no_mosquitto);
     if cli.wants("fanout") {
