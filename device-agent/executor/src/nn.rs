@@ -160,11 +160,15 @@ impl OnnxRuntime {
         let hook = std::panic::take_hook();
         std::panic::set_hook(alloc::boxed::Box::new(|_| {}));
         let probe = std::panic::catch_unwind(move || -> Result<bool, String> {
+            // `init_from` first: it records which library to open, and building the
+            // thread options below already opens it (before, `ort` would fall back to
+            // ORT_DYLIB_PATH or `libonnxruntime.so` on the library path).
+            let environment = ort::init_from(path);
             // One thread pool for every session of the process, not one per session: a
             // job loads its model each run, and a pool per load was most of its cost.
             // No spinning: a gateway's idle cores stay idle between inferences.
             let threads = GlobalThreadPoolOptions::default().with_spin_control(false).map_err(|e| e.to_string())?;
-            ort::init_from(path)
+            environment
                 .with_name("fleet-agent")
                 .with_global_thread_pool(threads)
                 .commit()

@@ -106,7 +106,11 @@ async fn agent_memory(
     let _ = child.kill();
     let _ = child.wait();
     fleet.stop().await?;
-    measured
+    measured.with_context(|| {
+        let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        format!("fleet-agent's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    })
 }
 
 struct Memory {

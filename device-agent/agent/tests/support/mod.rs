@@ -526,6 +526,8 @@ impl Agent {
             .arg(config)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
+            // Only what agent.toml configures: a test that wants ONNX Runtime names it there.
+            .env_remove("ORT_DYLIB_PATH")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
