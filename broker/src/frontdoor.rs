@@ -37,7 +37,8 @@ use crate::framing::{self, CONNECT_BYTE, FrameError};
 use crate::native::{Hub, Outgoing};
 use crate::router::{In, Message, Out};
 use crate::session::{
-    self, Admitted, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal, Session,
+    self, Admitted, ClientOutcome, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal,
+    Session,
 };
 use crate::stats::{Counters, OpenGuard};
 use crate::wire;
@@ -356,12 +357,7 @@ async fn client_to_engine<R: AsyncRead + Unpin>(
                 }
             };
             let outcome = session.on_client_packet(packet);
-            if !outcome.denied_filters.is_empty() {
-                Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
-                for (filter, denial) in &outcome.denied_filters {
-                    warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
-                }
-            }
+            count_denied_filters(&outcome, shared);
             match outcome.verdict {
                 ClientVerdict::Forward(packet) => {
                     if let Err(e) = framing::encode(packet, &mut out) {
@@ -398,6 +394,16 @@ async fn client_to_engine<R: AsyncRead + Unpin>(
             Ok(0) => return End::Normal("client closed the connection"),
             Ok(_) => {}
             Err(_) => return End::Normal("client network error"),
+        }
+    }
+}
+
+/// Counts and logs the SUBSCRIBE filters the ACL refused on the way.
+fn count_denied_filters(outcome: &ClientOutcome, shared: &Shared) {
+    if !outcome.denied_filters.is_empty() {
+        Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
+        for (filter, denial) in &outcome.denied_filters {
+            warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
         }
     }
 }
@@ -605,12 +611,7 @@ async fn native_reader<R: AsyncRead + Unpin>(
                 Err(e) => return (End::Bad(e), false),
             };
             let outcome = session.on_client_packet(packet);
-            if !outcome.denied_filters.is_empty() {
-                Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
-                for (filter, denial) in &outcome.denied_filters {
-                    warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
-                }
-            }
+            count_denied_filters(&outcome, shared);
             match outcome.verdict {
                 ClientVerdict::Forward(packet) => {
                     if let Some(input) = to_router(packet, header) {

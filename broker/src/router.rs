@@ -361,6 +361,14 @@ impl Router {
     }
 
     fn unsubscribe(&mut self, client_id: &str, filter: &str) {
+        self.unindex(client_id, filter);
+        if let Some(session) = self.sessions.get_mut(client_id) {
+            session.subs.remove(filter);
+        }
+    }
+
+    /// Removes `client_id`'s subscription to `filter` from the routing indexes.
+    fn unindex(&mut self, client_id: &str, filter: &str) {
         if filter.starts_with("$share/") {
             for group in self.shared.iter_mut().filter(|g| g.name == filter) {
                 group.members.retain(|(c, _)| c != client_id);
@@ -374,28 +382,13 @@ impl Router {
                 self.exact.remove(filter);
             }
         }
-        if let Some(session) = self.sessions.get_mut(client_id) {
-            session.subs.remove(filter);
-        }
     }
 
     /// Forgets a session and its subscriptions.
     fn drop_session(&mut self, client_id: &str) {
         if let Some(session) = self.sessions.remove(client_id) {
             for filter in session.subs.keys() {
-                if filter.starts_with("$share/") {
-                    for group in self.shared.iter_mut().filter(|g| &g.name == filter) {
-                        group.members.retain(|(c, _)| c != client_id);
-                    }
-                    self.shared.retain(|g| !g.members.is_empty());
-                } else if is_wildcard(filter) {
-                    self.wild.retain(|(f, c, _)| !(f == filter && c == client_id));
-                } else if let Some(clients) = self.exact.get_mut(filter) {
-                    clients.remove(client_id);
-                    if clients.is_empty() {
-                        self.exact.remove(filter);
-                    }
-                }
+                self.unindex(client_id, filter);
             }
         }
     }
