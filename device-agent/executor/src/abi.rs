@@ -60,20 +60,32 @@ pub const NN_IMPORTS: &[(&str, usize, usize)] = &[
 ];
 
 /// The signature `(params, results)` of host function `module.name`, all `i32`; `None`
-/// if the ABI has no such function.
-pub fn import_signature(module: &str, name: &str) -> Option<(usize, usize)> {
-    if module != MODULE {
-        return None;
-    }
-    IMPORTS.iter().find(|(n, _, _)| *n == name).map(|&(_, params, results)| (params, results))
+/// if the ABI has no such function. wasi-nn's functions count only where the executor
+/// offers it (`nn_offered`).
+pub fn import_signature(module: &str, name: &str, nn_offered: bool) -> Option<(usize, usize)> {
+    let table = match module {
+        MODULE => IMPORTS,
+        NN_MODULE if nn_offered => NN_IMPORTS,
+        _ => return None,
+    };
+    table.iter().find(|(n, _, _)| *n == name).map(|&(_, params, results)| (params, results))
 }
 
-/// Checks one import of a module against the ABI. `func` is the import's signature as
-/// `(params, results)` counts if the import is a function whose every parameter and
-/// result is `i32`; `Err(())` for a function of any other type, `None` for a non-function
-/// import. The error is the message of the resulting `Unsupported` failure.
-pub fn check_import(module: &str, name: &str, func: Option<Result<(usize, usize), ()>>) -> Result<(), String> {
-    let Some(expected) = import_signature(module, name) else {
+/// Checks one import of a module against the ABI (with wasi-nn where the executor offers
+/// it). `func` is the import's signature as `(params, results)` counts if the import is
+/// a function whose every parameter and result is `i32`; `Err(())` for a function of any
+/// other type, `None` for a non-function import. The error is the message of the
+/// resulting `Unsupported` failure.
+pub fn check_import(
+    module: &str,
+    name: &str,
+    func: Option<Result<(usize, usize), ()>>,
+    nn_offered: bool,
+) -> Result<(), String> {
+    let Some(expected) = import_signature(module, name, nn_offered) else {
+        if module == NN_MODULE && nn_offered {
+            return Err(format!("import `{module}.{name}` is not a wasi-nn function"));
+        }
         if module == NN_MODULE {
             return Err(format!(
                 "import `{module}.{name}`: this device offers no wasi-nn inference (a gateway offers it when its agent \
@@ -405,10 +417,21 @@ mod tests {
 
     #[test]
     fn import_check_names_the_offender() {
-        assert!(check_import("fleet", "log", Some(Ok((2, 0)))).is_ok());
-        assert!(check_import("fleet", "log", Some(Ok((2, 1)))).unwrap_err().contains("2 i32 parameter"));
-        assert!(check_import("fleet", "log", Some(Err(()))).is_err());
-        assert!(check_import("fleet", "log", None).is_err());
-        assert!(check_import("wasi_snapshot_preview1", "fd_write", Some(Ok((4, 1)))).unwrap_err().contains("not part"));
+        assert!(check_import("fleet", "log", Some(Ok((2, 0))), false).is_ok());
+        assert!(check_import("fleet", "log", Some(Ok((2, 1))), false).unwrap_err().contains("2 i32 parameter"));
+        assert!(check_import("fleet", "log", Some(Err(())), false).is_err());
+        assert!(check_import("fleet", "log", None, false).is_err());
+        assert!(
+            check_import("wasi_snapshot_preview1", "fd_write", Some(Ok((4, 1))), false)
+                .unwrap_err()
+                .contains("not part")
+        );
+        // wasi-nn only where it is offered.
+        assert!(check_import(NN_MODULE, "compute", Some(Ok((1, 1))), true).is_ok());
+        assert!(check_import(NN_MODULE, "compute", Some(Ok((1, 1))), false).unwrap_err().contains("offers no wasi-nn"));
+        assert!(check_import(NN_MODULE, "compute", Some(Ok((2, 1))), true).unwrap_err().contains("1 i32 parameter"));
+        assert!(
+            check_import(NN_MODULE, "train", Some(Ok((1, 1))), true).unwrap_err().contains("not a wasi-nn function")
+        );
     }
 }

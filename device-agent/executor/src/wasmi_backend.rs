@@ -189,7 +189,8 @@ impl WasmiExecutor {
                 }
                 _ => None,
             };
-            abi::check_import(import.module(), import.name(), func)?;
+            // No inference on microcontrollers.
+            abi::check_import(import.module(), import.name(), func, false)?;
         }
         if let Some(key) = key {
             self.cache.insert(key, module.clone());

@@ -138,6 +138,14 @@ impl WasmtimeExecutor {
         self
     }
 
+    /// Whether jobs may import wasi-nn here.
+    fn offers_nn(&self) -> bool {
+        #[cfg(feature = "nn")]
+        return self.inference.is_some();
+        #[cfg(not(feature = "nn"))]
+        false
+    }
+
     /// The ONNX Runtime jobs' inference runs on, if this executor offers wasi-nn.
     #[cfg(feature = "nn")]
     pub fn inference(&self) -> Option<&crate::nn::OnnxRuntime> {
@@ -234,12 +242,7 @@ impl WasmtimeExecutor {
                 ),
                 _ => None,
             };
-            #[cfg(feature = "nn")]
-            if self.inference.is_some() && import.module() == abi::NN_MODULE {
-                check_nn_import(import.name(), func)?;
-                continue;
-            }
-            abi::check_import(import.module(), import.name(), func)?;
+            abi::check_import(import.module(), import.name(), func, self.offers_nn())?;
         }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| format!("cannot link the module: {e:#}"))?;
         if let (Some(key), Ok(mut cache)) = (key, self.cache.lock()) {
@@ -342,23 +345,8 @@ fn abi_linker(engine: &Engine) -> ::wasmtime::Result<Linker<Data>> {
     Ok(linker)
 }
 
-/// Checks an import of wasi-nn against its signature.
-#[cfg(feature = "nn")]
-fn check_nn_import(name: &str, func: Option<Result<(usize, usize), ()>>) -> Result<(), String> {
-    let Some(&(_, params, results)) = abi::NN_IMPORTS.iter().find(|(n, _, _)| *n == name) else {
-        return Err(format!("import `{}.{name}` is not a wasi-nn function", abi::NN_MODULE));
-    };
-    match func {
-        Some(Ok(sig)) if sig == (params, results) => Ok(()),
-        _ => Err(format!(
-            "import `{}.{name}` must be a function of {params} i32 parameter(s) and {results} i32 result(s)",
-            abi::NN_MODULE
-        )),
-    }
-}
-
-/// The wasi-nn functions. Only reachable by modules that passed [`check_nn_import`],
-/// which needs an executor with inference; `nn` is then always there.
+/// The wasi-nn functions. Only reachable by modules whose wasi-nn imports passed
+/// `abi::check_import`, which needs an executor with inference; `nn` is then always there.
 #[cfg(feature = "nn")]
 fn nn_linker(linker: &mut Linker<Data>) -> ::wasmtime::Result<()> {
     use crate::nn::{Cut, NnHost};
