@@ -144,11 +144,14 @@ pub enum AbiTrap {
 /// The range `ptr..ptr + len` of a memory of `size` bytes, or a trap.
 fn range(call: &'static str, size: usize, ptr: i32, len: i32) -> Result<Range<usize>, AbiTrap> {
     let (p, l) = (ptr as u32, len as u32);
-    let start = p as usize;
-    match start.checked_add(l as usize) {
-        Some(end) if end <= size => Ok(start..end),
-        _ => Err(AbiTrap::OutOfBounds { call, ptr: p, len: l, size }),
-    }
+    span(size, p, l).ok_or(AbiTrap::OutOfBounds { call, ptr: p, len: l, size })
+}
+
+/// `ptr..ptr + len` if it lies inside a memory of `size` bytes (computed without
+/// overflow): the one bounds rule of every host call, fleet ABI and wasi-nn alike.
+pub(crate) fn span(size: usize, ptr: u32, len: u32) -> Option<Range<usize>> {
+    let start = ptr as usize;
+    start.checked_add(len as usize).filter(|&end| end <= size).map(|end| start..end)
 }
 
 /// Clamps a length to what an `i32` result can say.

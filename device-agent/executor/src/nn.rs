@@ -332,11 +332,7 @@ impl Watchlist {
 static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 
 fn range(call: &'static str, size: usize, ptr: u32, len: u32) -> Result<Range<usize>, AbiTrap> {
-    let start = ptr as usize;
-    match start.checked_add(len as usize) {
-        Some(end) if end <= size => Ok(start..end),
-        _ => Err(AbiTrap::NnOutOfBounds { call, ptr, len, size }),
-    }
+    crate::abi::span(size, ptr, len).ok_or(AbiTrap::NnOutOfBounds { call, ptr, len, size })
 }
 
 fn read_u32(call: &'static str, memory: &[u8], at: u32) -> Result<u32, AbiTrap> {
