@@ -35,7 +35,7 @@ use crate::auth::Authenticator;
 use crate::engine::ENGINE_SLACK_BYTES;
 use crate::framing::{self, CONNECT_BYTE, FrameError};
 use crate::native::{Hub, Outgoing};
-use crate::router::{In, Message, Out};
+use crate::router::{In, Message, Out, qos_num};
 use crate::session::{
     self, Admitted, ClientOutcome, ClientVerdict, CloseReason, ConnectRequest, EngineLogin, PendingSubacks, Refusal,
     Session,
@@ -561,11 +561,6 @@ async fn relay_native(client: &mut TcpStream, admitted: Admitted, buf: BytesMut,
 /// The router's view of a packet the session let through; `None` for one it has no
 /// use for (a PUBREC or PUBCOMP: the engine never sends QoS 2).
 fn to_router(packet: Packet, publish_header: Option<(u8, u16)>) -> Option<In> {
-    let qos = |q: rumqttd::protocol::QoS| match q {
-        rumqttd::protocol::QoS::AtMostOnce => 0,
-        rumqttd::protocol::QoS::AtLeastOnce => 1,
-        rumqttd::protocol::QoS::ExactlyOnce => 2,
-    };
     Some(match packet {
         Packet::Publish(publish, _) => {
             let (qos, pkid) = publish_header?;
@@ -578,7 +573,7 @@ fn to_router(packet: Packet, publish_header: Option<(u8, u16)>) -> Option<In> {
         Packet::PubRel(rel, _) => In::PubRel(rel.pkid),
         Packet::Subscribe(subscribe, _) => In::Subscribe {
             pkid: subscribe.pkid,
-            filters: subscribe.filters.into_iter().map(|f| (f.path, qos(f.qos))).collect(),
+            filters: subscribe.filters.into_iter().map(|f| (f.path, qos_num(f.qos))).collect(),
         },
         Packet::Unsubscribe(unsubscribe, _) => In::Unsubscribe { pkid: unsubscribe.pkid, filters: unsubscribe.filters },
         Packet::PingReq(_) => In::PingReq,

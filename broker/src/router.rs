@@ -316,30 +316,14 @@ impl Router {
             let granted = qos.min(1);
             codes.push(SubscribeReasonCode::Success(if granted == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }));
             self.unsubscribe(client_id, &filter);
-            if let Some((_, inner)) = shared_parts(&filter) {
-                // No retained messages for a shared subscription (as MQTT 5 says).
-                match self.shared.iter_mut().find(|g| g.name == filter) {
-                    Some(group) => group.members.push((client_id.to_string(), granted)),
-                    None => self.shared.push(SharedGroup {
-                        name: filter.clone(),
-                        filter: inner.to_string(),
-                        members: vec![(client_id.to_string(), granted)],
-                        next: 0,
-                    }),
-                }
-                if let Some(session) = self.sessions.get_mut(client_id) {
-                    session.subs.insert(filter.clone(), granted);
-                }
-                continue;
-            } else if is_wildcard(&filter) {
-                self.wild.push((filter.clone(), client_id.to_string(), granted));
-            } else {
-                self.exact.entry(filter.clone()).or_default().insert(client_id.to_string(), granted);
-            }
+            self.index(client_id, &filter, granted);
             if let Some(session) = self.sessions.get_mut(client_id) {
                 session.subs.insert(filter.clone(), granted);
             }
-            granted_filters.push((filter, granted));
+            // No retained messages for a shared subscription (as MQTT 5 says).
+            if !shared {
+                granted_filters.push((filter, granted));
+            }
         }
         out.push((conn, Out::SubAck { pkid, codes }));
         // Retained messages for the new subscriptions, flagged as retained.
@@ -364,6 +348,26 @@ impl Router {
         self.unindex(client_id, filter);
         if let Some(session) = self.sessions.get_mut(client_id) {
             session.subs.remove(filter);
+        }
+    }
+
+    /// Adds `client_id`'s subscription to `filter` (already checked) to the routing
+    /// indexes.
+    fn index(&mut self, client_id: &str, filter: &str, granted: u8) {
+        if let Some((_, inner)) = shared_parts(filter) {
+            match self.shared.iter_mut().find(|g| g.name == filter) {
+                Some(group) => group.members.push((client_id.to_string(), granted)),
+                None => self.shared.push(SharedGroup {
+                    name: filter.to_string(),
+                    filter: inner.to_string(),
+                    members: vec![(client_id.to_string(), granted)],
+                    next: 0,
+                }),
+            }
+        } else if is_wildcard(filter) {
+            self.wild.push((filter.to_string(), client_id.to_string(), granted));
+        } else {
+            self.exact.entry(filter.to_string()).or_default().insert(client_id.to_string(), granted);
         }
     }
 
@@ -475,7 +479,8 @@ impl Router {
     }
 }
 
-fn qos_num(qos: QoS) -> u8 {
+/// A QoS as its number.
+pub(crate) fn qos_num(qos: QoS) -> u8 {
     match qos {
         QoS::AtMostOnce => 0,
         QoS::AtLeastOnce => 1,
