@@ -46,7 +46,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ort::environment::GlobalThreadPoolOptions;
-use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider, ExecutionProvider};
+use ort::execution_providers::{
+    CPUExecutionProvider, CUDAExecutionProvider, ExecutionProvider, ExecutionProviderDispatch,
+};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::TensorElementType;
 use ort::value::{DynValue, Tensor, ValueType};
@@ -212,13 +214,8 @@ impl OnnxRuntime {
     /// A session for `model` on `on`. The GPU provider is registered with
     /// `error_on_failure`: no silent fall-back to the CPU.
     fn session(&self, model: &[u8], on: Accelerator) -> Result<Session, String> {
-        let provider = match on {
-            Accelerator::Cpu => CPUExecutionProvider::default().build(),
-            Accelerator::Gpu => CUDAExecutionProvider::default().build(),
-        }
-        .error_on_failure();
         Session::builder()
-            .and_then(|b| b.with_execution_providers([provider]))
+            .and_then(|b| b.with_execution_providers([execution_provider(on)]))
             .and_then(|b| b.commit_from_memory(model))
             .map_err(|e| e.to_string())
     }
@@ -231,6 +228,16 @@ impl OnnxRuntime {
         };
         format!("ONNX Runtime {}, {provider} execution provider", self.version)
     }
+}
+
+/// ONNX Runtime's execution provider for `on`, registered with `error_on_failure`: a
+/// GPU that cannot be had is an error, never a silent run on the CPU.
+pub fn execution_provider(on: Accelerator) -> ExecutionProviderDispatch {
+    match on {
+        Accelerator::Cpu => CPUExecutionProvider::default().build(),
+        Accelerator::Gpu => CUDAExecutionProvider::default().build(),
+    }
+    .error_on_failure()
 }
 
 /// The version in a library's file name (`libonnxruntime.so.1.22.1` → `1.22.1`). ONNX

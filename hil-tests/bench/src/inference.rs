@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fleet_executor::nn::OnnxRuntime;
+use fleet_executor::nn::{OnnxRuntime, execution_provider};
 use fleet_executor::{Accelerator, ExecutorConfig, Job, MemoryInputs, WasmtimeExecutor};
 use fleet_schemas::DeviceId;
-use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -37,18 +36,11 @@ fn readings() -> MemoryInputs {
     MemoryInputs::new().with("readings", csv.into_bytes())
 }
 
-fn provider(on: Accelerator) -> ExecutionProviderDispatch {
-    match on {
-        Accelerator::Cpu => CPUExecutionProvider::default().build(),
-        Accelerator::Gpu => CUDAExecutionProvider::default().build(),
-    }
-    .error_on_failure()
-}
-
-/// A session of the example model on `on`, straight from ONNX Runtime.
+/// A session of the example model on `on`, straight from ONNX Runtime (with the
+/// executor's provider settings, so the two differ only by Wasm and the agent).
 fn direct_session(on: Accelerator) -> anyhow::Result<Session> {
     Ok(Session::builder()?
-        .with_execution_providers([provider(on)])?
+        .with_execution_providers([execution_provider(on)])?
         .commit_from_memory(fleet_example_jobs::WINDOW_CLASSIFIER_ONNX)?)
 }
 
