@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 /// Default number of engine servers (see [`BrokerConfig::engine_shards`]).
 pub const DEFAULT_ENGINE_SHARDS: usize = 8;
+/// Default number of unauthenticated connections one address may hold at once.
+pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 128;
 /// Default time a client has, after the TCP handshake, to send its CONNECT.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,10 +44,15 @@ pub struct BrokerConfig {
     /// Largest MQTT packet body (the "remaining length") accepted from a client. A
     /// larger packet closes that connection before its body is buffered.
     pub max_packet_bytes: usize,
-    /// Most client connections held at once; past it a CONNECT gets CONNACK "server
-    /// unavailable". Each connection holds one socket in this process (three with the
-    /// rumqttd engine): raise `ulimit -n` to match.
+    /// Most client connections held at once; past it a connection is answered CONNACK
+    /// "server unavailable" and closed. Each connection holds one socket in this process
+    /// (three with the rumqttd engine), so [`crate::start`] lowers this to what the
+    /// open-file limit (`ulimit -n`) allows, less a reserve for the process's other
+    /// files ([`crate::RunningBroker::max_connections`] says what it settled on).
     pub max_connections: usize,
+    /// Most connections one address may hold before their CONNECT is admitted (see
+    /// `gate.rs`): one client's idle sockets cannot take every slot.
+    pub max_pending_per_address: usize,
     /// Time a client has to send CONNECT after connecting.
     pub connect_timeout: Duration,
     /// With the rumqttd engine: its servers (each a thread and a loopback port) sharing one router. One
@@ -64,6 +71,7 @@ impl BrokerConfig {
             topics: Topics::default(),
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_per_address: DEFAULT_MAX_PENDING_PER_ADDRESS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             engine_shards: DEFAULT_ENGINE_SHARDS,
             engine: EngineKind::default(),
@@ -82,6 +90,9 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 {
             return Err(BrokerError::InvalidConfig("max_connections must be at least 1".into()));
+        }
+        if self.max_pending_per_address == 0 {
+            return Err(BrokerError::InvalidConfig("max_pending_per_address must be at least 1".into()));
         }
         if self.engine_shards == 0 || self.engine_shards > 256 {
             return Err(BrokerError::InvalidConfig(format!(

@@ -34,6 +34,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::auth::Authenticator;
 use crate::engine::ENGINE_SLACK_BYTES;
 use crate::framing::{self, CONNECT_BYTE, FrameError};
+use crate::gate::{Gate, Refused, Ticket};
+use crate::logs::{Bounded, LogGate};
 use crate::native::{Hub, Outgoing};
 use crate::router::{In, Message, Out, qos_num};
 use crate::session::{
@@ -75,7 +77,22 @@ pub(crate) struct Shared {
     pub hub: Option<Arc<Hub>>,
     pub max_packet_bytes: usize,
     pub connect_timeout: Duration,
-    pub slots: Arc<Semaphore>,
+    /// Who gets a socket (see [`crate::gate`]).
+    pub gate: Arc<Gate>,
+    /// Rate limits for the lines a client can cause.
+    pub logs: LogGates,
+}
+
+/// One [`LogGate`] per kind of line a client can cause, so a flood of one kind does not
+/// silence the others.
+#[derive(Debug, Default)]
+pub(crate) struct LogGates {
+    /// Refused CONNECTs and connections refused or evicted at the gate.
+    pub refusals: LogGate,
+    /// Protocol violations, ACL denials, oversized and malformed packets.
+    pub violations: LogGate,
+    /// `accept` failing (out of file descriptors, most likely).
+    pub accept_errors: LogGate,
 }
 
 /// Accepts clients until `cancel`; each connection runs in its own task on `tracker`.
@@ -94,7 +111,9 @@ pub(crate) async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: back off rather than spin.
-                warn!(error = %e, "accept failed; is `ulimit -n` high enough for the fleet?");
+                if let Some(held_back) = shared.logs.accept_errors.pass(std::time::Instant::now()) {
+                    warn!(error = %e, held_back, "accept failed; is `ulimit -n` high enough for the fleet?");
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -103,7 +122,22 @@ pub(crate) async fn accept_loop(
         };
         Counters::bump(&shared.counters.accepted_connections);
         Counters::bump(&shared.counters.open_connections);
-        let permit = shared.slots.clone().try_acquire_owned().ok();
+        let ticket = match shared.gate.enter(peer.ip(), std::time::Instant::now()) {
+            Ok((ticket, entered)) => {
+                if entered.evicted {
+                    Counters::bump(&shared.counters.evicted_unauthenticated);
+                }
+                Ok(ticket)
+            }
+            Err(refused) => {
+                Counters::bump(&shared.counters.refused_connections);
+                match refused {
+                    Refused::PerAddress => Counters::bump(&shared.counters.refused_per_address),
+                    Refused::Capacity => Counters::bump(&shared.counters.refused_at_capacity),
+                }
+                Err(refused)
+            }
+        };
         let shared = shared.clone();
         let cancel = cancel.clone();
         let span = info_span!("mqtt", %peer, client_id = tracing::field::Empty);
@@ -113,7 +147,7 @@ pub(crate) async fn accept_loop(
                 let _open = OpenGuard(&counters);
                 tokio::select! {
                     _ = cancel.cancelled() => debug!("closed by broker shutdown"),
-                    _ = serve(stream, permit, &shared) => {}
+                    _ = serve(stream, peer, ticket, &shared) => {}
                 }
             }
             .instrument(span),
@@ -137,47 +171,84 @@ enum End {
     ConnectTimeout,
     /// The engine could not be reached (a broker fault, not the client's).
     EngineDown(std::io::Error),
+    /// Turned away at the gate, before reading anything (see [`crate::gate`]).
+    Gated(Refused),
+    /// Closed while unauthenticated to make room for a newer connection.
+    Evicted,
 }
 
-async fn serve(mut client: TcpStream, permit: Option<OwnedSemaphorePermit>, shared: &Shared) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, ticket: Result<Ticket, Refused>, shared: &Shared) {
     let _ = client.set_nodelay(true);
-    let end = match permit {
-        Some(_permit) => handshake_and_relay(&mut client, shared).await,
-        None => {
-            // At capacity: answer without reading, so a flood costs nothing per attempt.
-            refuse(&mut client, Refusal::Capacity, shared).await;
-            End::Refused
+    let end = match ticket {
+        Ok(mut ticket) => {
+            // Only an unauthenticated connection is evicted: once admitted, nothing
+            // cancels the token and the relay runs to its own end.
+            let eviction = ticket.eviction();
+            tokio::select! {
+                end = handshake_and_relay(&mut client, peer, &mut ticket, shared) => end,
+                () = eviction.cancelled() => End::Evicted,
+            }
+        }
+        Err(refused) => {
+            // Full, or this address holds its share: answer without reading, and close
+            // at once, so a flood costs one short-lived descriptor per attempt.
+            let mut out = BytesMut::new();
+            if framing::encode(Refusal::Capacity.connack(), &mut out).is_ok() {
+                let _ = timeout(Duration::from_millis(100), client.write_all(&out)).await;
+            }
+            End::Gated(refused)
         }
     };
     let counters = &shared.counters;
+    let now = std::time::Instant::now();
     match end {
         End::Normal(why) => debug!(why, "connection closed"),
         End::Refused => {}
+        End::Gated(refused) => {
+            if let Some(held_back) = shared.logs.refusals.pass(now) {
+                info!(?refused, held_back, "connection turned away before CONNECT");
+            }
+        }
+        End::Evicted => {
+            if let Some(held_back) = shared.logs.refusals.pass(now) {
+                info!(held_back, "unauthenticated connection closed to make room for a newer one");
+            }
+        }
         End::Cut(CloseReason::DeniedPublish { topic, denial }) => {
             Counters::bump(&counters.denied_publishes);
-            warn!(%topic, %denial, "PUBLISH denied by the ACL; connection closed");
+            if let Some(held_back) = shared.logs.violations.pass(now) {
+                warn!(topic = %Bounded(&topic), %denial, held_back, "PUBLISH denied by the ACL; connection closed");
+            }
         }
         End::Cut(reason) => {
             Counters::bump(&counters.malformed_packets);
-            warn!(?reason, "protocol violation; connection closed");
+            if let Some(held_back) = shared.logs.violations.pass(now) {
+                warn!(?reason, held_back, "protocol violation; connection closed");
+            }
         }
         End::Bad(FrameError::Oversized(size)) => {
             Counters::bump(&counters.oversized_packets);
-            warn!(size, limit = shared.max_packet_bytes, "oversized packet; connection closed");
+            if let Some(held_back) = shared.logs.violations.pass(now) {
+                warn!(size, limit = shared.max_packet_bytes, held_back, "oversized packet; connection closed");
+            }
         }
         End::Bad(error) => {
             Counters::bump(&counters.malformed_packets);
-            warn!(%error, "malformed packet; connection closed");
+            if let Some(held_back) = shared.logs.violations.pass(now) {
+                warn!(%error, held_back, "malformed packet; connection closed");
+            }
         }
         End::ConnectTimeout => {
             Counters::bump(&counters.malformed_packets);
-            info!("no CONNECT in time; connection closed");
+            if let Some(held_back) = shared.logs.violations.pass(now) {
+                info!(held_back, "no CONNECT in time; connection closed");
+            }
         }
         End::EngineDown(error) => warn!(%error, "cannot reach the MQTT engine; connection refused"),
     }
 }
 
-async fn handshake_and_relay(client: &mut TcpStream, shared: &Shared) -> End {
+async fn handshake_and_relay(client: &mut TcpStream, peer: SocketAddr, ticket: &mut Ticket, shared: &Shared) -> End {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = Instant::now() + shared.connect_timeout;
     let first = loop {
@@ -203,7 +274,18 @@ async fn handshake_and_relay(client: &mut TcpStream, shared: &Shared) -> End {
     let Some(request) = ConnectRequest::from_packet(first) else {
         return End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat));
     };
-    tracing::Span::current().record("client_id", request.connect.client_id.as_str());
+    tracing::Span::current().record("client_id", tracing::field::display(Bounded(&request.connect.client_id)));
+    if let Err(refusal) = session::check_before_login(&request) {
+        refuse(client, refusal, shared).await;
+        return End::Refused;
+    }
+    let delay = shared.gate.login_delay(peer.ip(), std::time::Instant::now());
+    if !delay.is_zero() {
+        // This address failed to log in too often lately: its attempts wait, so it
+        // cannot guess passwords at the speed of the network.
+        Counters::bump(&shared.counters.slowed_logins);
+        tokio::time::sleep(delay).await;
+    }
 
     let identity = match &request.login {
         None => None,
@@ -225,10 +307,15 @@ async fn handshake_and_relay(client: &mut TcpStream, shared: &Shared) -> End {
     let admitted = match session::admit(request, identity, shared.topics.clone(), &shared.engine_login) {
         Ok(admitted) => admitted,
         Err(refusal) => {
+            Counters::bump(&shared.counters.failed_logins);
+            shared.gate.login_failed(peer.ip(), std::time::Instant::now());
             refuse(client, refusal, shared).await;
             return End::Refused;
         }
     };
+    if !ticket.admit() {
+        return End::Evicted;
+    }
 
     if let Some(hub) = &shared.hub {
         debug!(identity = ?admitted.session.identity(), client_id = admitted.session.client_id(), "admitted");
@@ -282,7 +369,9 @@ fn shard_of(client_id: &str, shards: usize) -> usize {
 /// the time the client learns of the refusal.
 async fn refuse(client: &mut TcpStream, refusal: Refusal, shared: &Shared) {
     Counters::bump(&shared.counters.refused_connections);
-    info!(%refusal, "connection refused");
+    if let Some(held_back) = shared.logs.refusals.pass(std::time::Instant::now()) {
+        info!(%refusal, held_back, "connection refused");
+    }
     let mut out = BytesMut::new();
     if framing::encode(refusal.connack(), &mut out).is_ok() {
         let _ = timeout(LINGER, client.write_all(&out)).await;
@@ -403,7 +492,9 @@ fn count_denied_filters(outcome: &ClientOutcome, shared: &Shared) {
     if !outcome.denied_filters.is_empty() {
         Counters::add(&shared.counters.denied_subscribes, outcome.denied_filters.len() as u64);
         for (filter, denial) in &outcome.denied_filters {
-            warn!(%filter, %denial, "SUBSCRIBE filter denied by the ACL");
+            if let Some(held_back) = shared.logs.violations.pass(std::time::Instant::now()) {
+                warn!(filter = %Bounded(filter), %denial, held_back, "SUBSCRIBE filter denied by the ACL");
+            }
         }
     }
 }

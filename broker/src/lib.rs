@@ -49,6 +49,8 @@ mod engine;
 mod error;
 mod framing;
 mod frontdoor;
+mod gate;
+pub mod logs;
 mod native;
 mod router;
 mod session;
@@ -62,12 +64,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use auth::{Authenticator, Identity};
 pub use config::{
     BrokerConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENGINE_SHARDS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET_BYTES,
-    EngineKind,
+    DEFAULT_MAX_PENDING_PER_ADDRESS, EngineKind,
 };
 pub use error::BrokerError;
 pub use stats::BrokerStats;
@@ -79,6 +81,7 @@ use stats::Counters;
 /// [`RunningBroker::shutdown`] stops it and waits until every connection is closed.
 pub struct RunningBroker {
     local_addr: SocketAddr,
+    max_connections: usize,
     counters: Arc<Counters>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -92,9 +95,20 @@ impl RunningBroker {
         self.local_addr
     }
 
+    /// The most client connections it holds at once: the configured
+    /// [`BrokerConfig::max_connections`], or less where the open-file limit says so.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The counters since start.
     pub fn stats(&self) -> BrokerStats {
         self.counters.snapshot()
+    }
+
+    /// A handle on the counters for whoever reports them (the controller's status).
+    pub fn stats_source(&self) -> StatsSource {
+        StatsSource(self.counters.clone())
     }
 
     /// Stops accepting, closes every client connection, then stops the engine.
@@ -129,6 +143,37 @@ impl std::fmt::Debug for RunningBroker {
     }
 }
 
+/// A running broker's counters, readable without holding the broker.
+#[derive(Clone)]
+pub struct StatsSource(Arc<Counters>);
+
+impl StatsSource {
+    /// The counters now.
+    pub fn snapshot(&self) -> BrokerStats {
+        self.0.snapshot()
+    }
+}
+
+impl std::fmt::Debug for StatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatsSource").field(&self.snapshot()).finish()
+    }
+}
+
+/// Open files the process keeps for everything but client connections (its database,
+/// logs, the controller's own connections, a socket accepted only to be refused).
+pub const RESERVED_FILES: u64 = 128;
+
+/// How many connections fit the process's open-file limit (`ulimit -n`), with
+/// [`RESERVED_FILES`] kept back and `files_per_connection` descriptors each; `None`
+/// when the process has no limit.
+pub fn connections_the_file_limit_allows(files_per_connection: u64) -> Option<usize> {
+    use rustix::process::{Resource, getrlimit};
+    let limit = getrlimit(Resource::Nofile).current?;
+    let usable = limit.saturating_sub(RESERVED_FILES) / files_per_connection.max(1);
+    Some(usize::try_from(usable).unwrap_or(usize::MAX).max(1))
+}
+
 /// Starts the broker on a tokio runtime of its own (worker threads `fleet-broker`), so
 /// that whatever else the process does on its runtime (the controller's SQLite commits,
 /// which block a worker while they fsync) never delays a client's packets. Returns once
@@ -136,25 +181,62 @@ impl std::fmt::Debug for RunningBroker {
 pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result<RunningBroker, BrokerError> {
     config.validate()?;
     let bind = |source| BrokerError::Bind { addr: config.listen, source };
+    // Bound before the runtime exists: a runtime dropped on this error path, inside the
+    // caller's async context, would panic instead of reporting the address in use.
+    let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
+    std_listener.set_nonblocking(true).map_err(bind)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("fleet-broker")
         .enable_all()
         .build()
         .map_err(bind)?;
-    let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
-    std_listener.set_nonblocking(true).map_err(bind)?;
+    match start_on(&runtime, std_listener, config, auth).await {
+        Ok(mut running) => {
+            running.runtime = Some(runtime);
+            Ok(running)
+        }
+        Err(error) => {
+            runtime.shutdown_background();
+            Err(error)
+        }
+    }
+}
+
+async fn start_on(
+    runtime: &tokio::runtime::Runtime,
+    std_listener: std::net::TcpListener,
+    config: BrokerConfig,
+    auth: Arc<dyn Authenticator>,
+) -> Result<RunningBroker, BrokerError> {
+    let bind = |source| BrokerError::Bind { addr: config.listen, source };
     let listener = {
         let _in_broker_runtime = runtime.enter();
         TcpListener::from_std(std_listener).map_err(bind)?
     };
     let local_addr = listener.local_addr().map_err(bind)?;
+    let files_per_connection = match config.engine {
+        EngineKind::Native => 1,
+        EngineKind::Rumqttd => 3,
+    };
+    let max_connections = match connections_the_file_limit_allows(files_per_connection) {
+        Some(fit) if fit < config.max_connections => {
+            warn!(
+                configured = config.max_connections,
+                max_connections = fit,
+                "the open-file limit (ulimit -n) holds fewer connections than configured; raise it for a larger fleet"
+            );
+            fit
+        }
+        _ => config.max_connections,
+    };
     let (engine, hub) = match config.engine {
         EngineKind::Rumqttd => (Some(engine::start(&config).await?), None),
         EngineKind::Native => (None, Some(Arc::new(native::Hub::default()))),
     };
 
     let counters = Arc::new(Counters::default());
+    let gate = gate::Gate::new(gate::Limits::new(max_connections, config.max_pending_per_address));
     let shared = Arc::new(frontdoor::Shared {
         topics: Arc::new(config.topics.clone()),
         auth,
@@ -171,7 +253,8 @@ pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result
         hub,
         max_packet_bytes: config.max_packet_bytes,
         connect_timeout: config.connect_timeout,
-        slots: Arc::new(Semaphore::new(config.max_connections.min(Semaphore::MAX_PERMITS))),
+        gate,
+        logs: frontdoor::LogGates::default(),
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -179,10 +262,11 @@ pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result
     info!(
         addr = %local_addr,
         prefix = config.topics.prefix(),
-        max_connections = config.max_connections,
+        max_connections,
+        max_pending_per_address = config.max_pending_per_address,
         max_packet_bytes = config.max_packet_bytes,
         engine = ?config.engine,
         "MQTT broker listening"
     );
-    Ok(RunningBroker { local_addr, counters, cancel, tracker, engine, runtime: Some(runtime) })
+    Ok(RunningBroker { local_addr, max_connections, counters, cancel, tracker, engine, runtime: None })
 }

@@ -74,6 +74,10 @@ pub(crate) enum Refusal {
     /// The last-will topic is not the client's to publish (code 5).
     #[error("last-will refused: {0}")]
     Will(Denial),
+    /// An empty client id asking for a persistent session, which MQTT 3.1.1 requires
+    /// the server to refuse [MQTT-3.1.3-8] (code 2).
+    #[error("an empty client id cannot have a persistent session")]
+    EmptyClientIdWithSession,
 }
 
 impl Refusal {
@@ -81,7 +85,7 @@ impl Refusal {
     pub fn connack(&self) -> Packet {
         let code = match self {
             Refusal::ProtocolVersion => ConnectReturnCode::RefusedProtocolVersion,
-            Refusal::ClientId(_) => ConnectReturnCode::ClientIdentifierNotValid,
+            Refusal::ClientId(_) | Refusal::EmptyClientIdWithSession => ConnectReturnCode::ClientIdentifierNotValid,
             Refusal::Capacity => ConnectReturnCode::ServiceUnavailable,
             Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
             Refusal::Will(_) => ConnectReturnCode::NotAuthorized,
@@ -95,6 +99,15 @@ impl Refusal {
 pub(crate) struct Admitted {
     pub session: Session,
     pub engine_connect: Packet,
+}
+
+/// What is refused before the credentials are looked at: a CONNECT the protocol itself
+/// forbids.
+pub(crate) fn check_before_login(request: &ConnectRequest) -> Result<(), Refusal> {
+    if request.connect.client_id.is_empty() && !request.connect.clean_session {
+        return Err(Refusal::EmptyClientIdWithSession);
+    }
+    Ok(())
 }
 
 /// Decides a CONNECT once the authenticator has answered (`identity`).

@@ -12,8 +12,9 @@ pub struct BrokerStats {
     pub accepted_connections: u64,
     /// Client connections open now (TCP accepted and not yet closed).
     pub open_connections: u64,
-    /// CONNECTs refused with a CONNACK error code (credentials, client id, last-will,
-    /// protocol version, capacity).
+    /// Connections answered with a CONNACK refusal (credentials, client id, last-will,
+    /// protocol version; capacity or the address's share of unauthenticated
+    /// connections, which are answered before their CONNECT is read).
     pub refused_connections: u64,
     /// PUBLISHes the ACL refused (each one also closed its connection).
     pub denied_publishes: u64,
@@ -25,6 +26,37 @@ pub struct BrokerStats {
     /// Connections closed because a client's packet was larger than
     /// [`crate::BrokerConfig::max_packet_bytes`].
     pub oversized_packets: u64,
+    /// Connections closed at once because their address already held its share of
+    /// unauthenticated connections ([`crate::BrokerConfig::max_pending_per_address`]).
+    pub refused_per_address: u64,
+    /// Connections closed at once because the broker held all it can.
+    pub refused_at_capacity: u64,
+    /// Unauthenticated connections closed to make room for newer ones.
+    pub evicted_unauthenticated: u64,
+    /// CONNECTs refused for their credentials, client id or last-will.
+    pub failed_logins: u64,
+    /// CONNECTs made to wait because their address failed to log in too often.
+    pub slowed_logins: u64,
+}
+
+impl BrokerStats {
+    /// Every counter by name, for status documents and metrics.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        [
+            ("accepted_connections", self.accepted_connections),
+            ("open_connections", self.open_connections),
+            ("refused_connections", self.refused_connections),
+            ("denied_publishes", self.denied_publishes),
+            ("denied_subscribes", self.denied_subscribes),
+            ("malformed_packets", self.malformed_packets),
+            ("oversized_packets", self.oversized_packets),
+            ("refused_per_address", self.refused_per_address),
+            ("refused_at_capacity", self.refused_at_capacity),
+            ("evicted_unauthenticated", self.evicted_unauthenticated),
+            ("failed_logins", self.failed_logins),
+            ("slowed_logins", self.slowed_logins),
+        ]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +68,11 @@ pub(crate) struct Counters {
     pub denied_subscribes: AtomicU64,
     pub malformed_packets: AtomicU64,
     pub oversized_packets: AtomicU64,
+    pub refused_per_address: AtomicU64,
+    pub refused_at_capacity: AtomicU64,
+    pub evicted_unauthenticated: AtomicU64,
+    pub failed_logins: AtomicU64,
+    pub slowed_logins: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +94,11 @@ impl Counters {
             denied_subscribes: get(&self.denied_subscribes),
             malformed_packets: get(&self.malformed_packets),
             oversized_packets: get(&self.oversized_packets),
+            refused_per_address: get(&self.refused_per_address),
+            refused_at_capacity: get(&self.refused_at_capacity),
+            evicted_unauthenticated: get(&self.evicted_unauthenticated),
+            failed_logins: get(&self.failed_logins),
+            slowed_logins: get(&self.slowed_logins),
         }
     }
 }

@@ -265,3 +265,96 @@ async fn read_until_closed(stream: &mut TcpStream) {
     .await
     .expect("hang guard: the broker did not close the connection");
 }
+
+#[tokio::test]
+async fn an_empty_client_id_cannot_ask_for_a_persistent_session() {
+    // [MQTT-3.1.3-8]: a zero-byte client id with CleanSession 0 is refused with code 2,
+    // whoever logs in.
+    let broker = broker().await;
+    let mut connect = rumqttc::Connect::new("");
+    connect.clean_session = false;
+    connect.set_login("controller", "pw-controller");
+    let mut out = BytesMut::new();
+    connect.write(&mut out).unwrap();
+    let mut stream = TcpStream::connect(broker.local_addr()).await.unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(HANG_GUARD, stream.read_exact(&mut connack)).await.unwrap().unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 2]);
+    read_until_closed(&mut stream).await;
+    assert_eq!(broker.stats().refused_connections, 1);
+    broker.shutdown().await;
+}
+
+/// A TCP connection to the broker from the loopback address `source`.
+async fn connect_from(broker: &fleet_broker::RunningBroker, source: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+    socket.connect(broker.local_addr()).await.unwrap()
+}
+
+/// Sends a CONNECT for `client_id` with `password` and returns the CONNACK's return code.
+async fn login(stream: &mut TcpStream, client_id: &str, password: &str) -> u8 {
+    let mut connect = rumqttc::Connect::new(client_id);
+    connect.set_login(client_id, password);
+    let mut out = BytesMut::new();
+    connect.write(&mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(HANG_GUARD, stream.read_exact(&mut connack)).await.unwrap().unwrap();
+    assert_eq!(connack[0], 0x20, "not a CONNACK: {connack:?}");
+    connack[3]
+}
+
+#[tokio::test]
+async fn idle_sockets_from_one_address_cannot_keep_a_device_out() {
+    let broker = broker_with(|c| c.max_pending_per_address = 4).await;
+    // An address opens ten sockets and never sends a CONNECT.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(connect_from(&broker, [127, 0, 0, 2]).await);
+    }
+    // Beyond its four, each was answered "server unavailable" and closed at once.
+    let mut refused = 0;
+    for stream in &mut idle {
+        let mut byte = [0u8; 4];
+        if let Ok(Ok(4)) = tokio::time::timeout(std::time::Duration::from_millis(300), stream.read(&mut byte)).await {
+            assert_eq!(byte, [0x20, 2, 0, 3]);
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6);
+    assert_eq!(broker.stats().refused_per_address, 6);
+    // A device on another address is not affected.
+    let mut device = Client::connect(options(&broker, "d1", "d1")).await;
+    device.publish_acked(&device_topic("d1", "status"), true, b"{}").await;
+    // Once its oldest socket has idled past the eviction age, the flooding address's next
+    // socket takes that one's place: idle sockets cannot hold a slot for long.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut newcomer = connect_from(&broker, [127, 0, 0, 2]).await;
+    assert_eq!(login(&mut newcomer, "d2", "pw-d2").await, 0);
+    assert_eq!(broker.stats().evicted_unauthenticated, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_logins_slow_their_address_down() {
+    let broker = broker().await;
+    for _ in 0..7 {
+        let mut stream = connect_from(&broker, [127, 0, 0, 4]).await;
+        assert_eq!(login(&mut stream, "d1", "guess").await, 4);
+    }
+    let stats = broker.stats();
+    assert_eq!(stats.failed_logins, 7);
+    // Past five free failures, each attempt from that address waited before its check.
+    assert_eq!(stats.slowed_logins, 2);
+    // The right password from elsewhere is not slowed; from the guessing address it
+    // still works, after the wait.
+    let mut elsewhere = connect_from(&broker, [127, 0, 0, 5]).await;
+    assert_eq!(login(&mut elsewhere, "d1", "pw-d1").await, 0);
+    assert_eq!(broker.stats().slowed_logins, 2);
+    let mut guesser = connect_from(&broker, [127, 0, 0, 4]).await;
+    assert_eq!(login(&mut guesser, "d2", "pw-d2").await, 0);
+    assert_eq!(broker.stats().slowed_logins, 3);
+    broker.shutdown().await;
+}
