@@ -168,9 +168,11 @@ impl KeyId {
 
 pub use crate::limits::MAX_DEVICE_ID_LEN;
 
-/// A device's id: 1 to 64 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit, so
-/// it is safe inside an MQTT topic (never `/`, `+`, `#`) and as a file name (never `.`
-/// or `..`).
+/// A device's id: 1 to 64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit, and
+/// not one of the names the fleet's own clients use ([`RESERVED_IDS`]). So it is safe
+/// inside an MQTT topic (never `/`, `+`, `#`, nor `.`, which some brokers read as a level
+/// separator: NATS maps MQTT's `/` to `.`), as a file name (never `.` or `..`), and as a
+/// command-line word (never a leading `-`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DeviceId(String);
@@ -184,13 +186,20 @@ pub enum DeviceIdError {
     /// The id is longer than [`MAX_DEVICE_ID_LEN`].
     #[error("a device id is at most {MAX_DEVICE_ID_LEN} bytes, this one has {0}")]
     TooLong(usize),
-    /// The id holds a character other than `A-Z a-z 0-9 _ - .`.
-    #[error("a device id may hold only A-Z a-z 0-9 _ - . (found {0:?})")]
+    /// The id holds a character other than `A-Z a-z 0-9 _ -`.
+    #[error("a device id may hold only A-Z a-z 0-9 _ - (found {0:?})")]
     BadChar(char),
     /// The id does not start with a letter or digit.
     #[error("a device id must start with a letter or digit")]
     BadStart,
+    /// The id is one the fleet's own clients log in with ([`RESERVED_IDS`]).
+    #[error("that id is reserved for the fleet's own clients (fleet-controller, fleet-observer)")]
+    Reserved,
 }
+
+/// Names the fleet's own MQTT clients use as client id and username, which no device
+/// may have: a device named so could never log in, and would be mistaken for them.
+pub const RESERVED_IDS: [&str; 2] = ["fleet-controller", "fleet-observer"];
 
 impl DeviceId {
     /// Checks and wraps a device id.
@@ -208,13 +217,23 @@ impl DeviceId {
 
 /// Checks a device id without allocating.
 pub fn validate_device_id(id: &str) -> Result<(), DeviceIdError> {
+    validate_name(id)?;
+    if RESERVED_IDS.contains(&id) {
+        return Err(DeviceIdError::Reserved);
+    }
+    Ok(())
+}
+
+/// The character rule device ids and topic prefix levels share: 1 to 64 of
+/// `A-Z a-z 0-9 _ -`, the first a letter or digit.
+pub fn validate_name(id: &str) -> Result<(), DeviceIdError> {
     if id.is_empty() {
         return Err(DeviceIdError::Empty);
     }
     if id.len() > MAX_DEVICE_ID_LEN {
         return Err(DeviceIdError::TooLong(id.len()));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))) {
         return Err(DeviceIdError::BadChar(c));
     }
     if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -267,7 +286,10 @@ impl proptest::arbitrary::Arbitrary for DeviceId {
     type Strategy = proptest::strategy::BoxedStrategy<Self>;
     fn arbitrary_with(_: ()) -> Self::Strategy {
         use proptest::prelude::*;
-        "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}".prop_map(DeviceId).boxed()
+        "[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+            .prop_filter("not reserved", |id| !RESERVED_IDS.contains(&id.as_str()))
+            .prop_map(DeviceId)
+            .boxed()
     }
 }
 

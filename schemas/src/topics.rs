@@ -7,14 +7,14 @@
 use alloc::format;
 use alloc::string::String;
 
-use crate::ids::{DeviceId, Digest, JobId, validate_device_id};
+use crate::ids::{DeviceId, Digest, JobId, validate_device_id, validate_name};
 
 /// The default topic prefix.
 pub const DEFAULT_PREFIX: &str = "fleet";
 
 /// Why a prefix cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a topic prefix is one or more levels of A-Z a-z 0-9 _ - . separated by '/', got {0:?}")]
+#[error("a topic prefix is one or more levels of A-Z a-z 0-9 _ - separated by '/', got {0:?}")]
 pub struct PrefixError(pub String);
 
 /// The topic names of one fleet.
@@ -58,7 +58,7 @@ impl Default for Topics {
 impl Topics {
     /// Topics under `prefix` (e.g. `fleet` or `site3/fleet`).
     pub fn new(prefix: &str) -> Result<Self, PrefixError> {
-        let ok = !prefix.is_empty() && prefix.split('/').all(|level| validate_device_id(level).is_ok());
+        let ok = !prefix.is_empty() && prefix.split('/').all(|level| validate_name(level).is_ok());
         if ok { Ok(Self { prefix: String::from(prefix) }) } else { Err(PrefixError(String::from(prefix))) }
     }
 

@@ -93,17 +93,26 @@ fn status_readers_ignore_unknown_fields() {
 
 #[test]
 fn device_id_rules() {
-    assert!(DeviceId::new("gw-001.site_3").is_ok());
+    assert!(DeviceId::new("gw-001_site-3").is_ok());
     assert_eq!(DeviceId::new(""), Err(fleet_schemas::ids::DeviceIdError::Empty));
+    // One rule everywhere: the help's `A-Z a-z 0-9 _ -`, so never a `.` (a level
+    // separator on NATS), and never the name of one of the fleet's own clients.
+    assert_eq!(DeviceId::new("gw.1"), Err(fleet_schemas::ids::DeviceIdError::BadChar('.')));
+    for reserved in fleet_schemas::ids::RESERVED_IDS {
+        assert_eq!(DeviceId::new(reserved), Err(fleet_schemas::ids::DeviceIdError::Reserved), "{reserved}");
+    }
     assert_eq!(DeviceId::new("a/b"), Err(fleet_schemas::ids::DeviceIdError::BadChar('/')));
     assert_eq!(DeviceId::new("+"), Err(fleet_schemas::ids::DeviceIdError::BadChar('+')));
     assert_eq!(DeviceId::new("x".repeat(65)), Err(fleet_schemas::ids::DeviceIdError::TooLong(65)));
-    for not_a_file_name in [".", "..", "-rf", "_x"] {
+    for not_a_file_name in [".", ".."] {
         assert_eq!(
             DeviceId::new(not_a_file_name),
-            Err(fleet_schemas::ids::DeviceIdError::BadStart),
+            Err(fleet_schemas::ids::DeviceIdError::BadChar('.')),
             "{not_a_file_name}"
         );
+    }
+    for not_a_word in ["-rf", "_x"] {
+        assert_eq!(DeviceId::new(not_a_word), Err(fleet_schemas::ids::DeviceIdError::BadStart), "{not_a_word}");
     }
     // The rule holds on decode too: a device id can never smuggle a topic level in.
     let bytes = postcard::to_allocvec("dev/../other").unwrap();

@@ -26,7 +26,7 @@ fn custom_prefix() {
     assert_eq!(t.keys(), "site3/fleet/keys");
     assert_eq!(t.parse("site3/fleet/keys"), Some(Topic::Keys));
     assert_eq!(t.parse("fleet/keys"), None);
-    for bad in ["", "a//b", "a/+", "#", "a/", "/a", "sp ace", "../x"] {
+    for bad in ["", "a//b", "a/+", "#", "a/", "/a", "sp ace", "../x", "site.3/fleet"] {
         assert_eq!(Topics::new(bad), Err(PrefixError(bad.into())), "{bad:?}");
     }
 }
