@@ -9,6 +9,7 @@
 
 use std::sync::Mutex;
 
+use fleet_broker::logs::Bounded;
 use fleet_schemas::DeviceId;
 use sha2::{Digest as _, Sha256};
 
@@ -60,9 +61,11 @@ impl StoreAuthenticator {
         if username == CONTROLLER_CLIENT_ID {
             return constant_time_eq(&presented, &self.controller_hash).then_some(Principal::Controller);
         }
+        // Refusals are logged at debug only: the broker logs each refused CONNECT itself,
+        // bounded and rate-limited (anyone can cause them).
         let device = DeviceId::new(username).ok()?;
         if client_id != device.as_str() {
-            tracing::warn!(%device, client_id, "refused: a device must use its id as MQTT client id");
+            tracing::debug!(%device, client_id = %Bounded(client_id), "refused: a device must use its id as MQTT client id");
             return None;
         }
         let stored = {
@@ -72,7 +75,7 @@ impl StoreAuthenticator {
         match stored {
             Ok(Some(stored)) if constant_time_eq(&presented, &stored) => Some(Principal::Device(device)),
             Ok(_) => {
-                tracing::warn!(%device, "refused: unknown device or wrong password");
+                tracing::debug!(%device, "refused: unknown device or wrong password");
                 None
             }
             Err(error) => {

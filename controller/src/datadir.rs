@@ -7,6 +7,8 @@
 //!   root.key                  0600  root key seed (hex): signs key rotations only
 //!   keys/job-<key id>.key     0600  job-signing key seeds (hex): envelopes and acks
 //!   controller.password       0600  the controller's MQTT password
+//!   serve.lock                0600  held (flock) by the one `fleetctl serve` running on
+//!                                   the directory; says who it is (pid, addresses)
 //! ```
 //!
 //! Secrets are files, not rows, so that the database can be copied for inspection
@@ -31,6 +33,8 @@ pub const ROOT_KEY_FILE: &str = "root.key";
 pub const JOB_KEY_DIR: &str = "keys";
 /// The controller's MQTT password file name.
 pub const CONTROLLER_PASSWORD_FILE: &str = "controller.password";
+/// The lock file of the running `serve`.
+pub const SERVE_LOCK_FILE: &str = "serve.lock";
 
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,53 @@ pub enum DataDirError {
     /// The operating system's random generator failed.
     #[error("no randomness from the operating system: {0}")]
     Random(getrandom::Error),
+    /// Another `fleetctl serve` runs on this directory.
+    #[error("another fleetctl serve is running on {dir} ({holder})")]
+    AlreadyServed {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it, as it wrote itself into the lock file.
+        holder: String,
+    },
+}
+
+/// Who serves a data directory, as the running `serve` writes it into its lock file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServeInfo {
+    /// Its process id.
+    pub pid: u32,
+    /// Where its MQTT broker listens (or the external broker it uses).
+    pub mqtt: String,
+    /// When it started, Unix ms.
+    pub started_at_ms: u64,
+}
+
+impl std::fmt::Display for ServeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {}, MQTT on {}", self.pid, self.mqtt)
+    }
+}
+
+/// The running `serve`'s hold on its data directory: an exclusive lock on
+/// [`SERVE_LOCK_FILE`], released when dropped (or by the kernel when the process dies,
+/// SIGKILL included).
+#[derive(Debug)]
+pub struct ServeLock {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl ServeLock {
+    /// Writes who holds the lock into the lock file, for a second `serve` (or
+    /// `fleetctl`) to read.
+    pub fn record(&mut self, info: &ServeInfo) -> Result<()> {
+        use std::io::Seek as _;
+        let text = serde_json::to_string(info).unwrap_or_default();
+        self.file.set_len(0).map_err(io_err(&self.path))?;
+        self.file.rewind().map_err(io_err(&self.path))?;
+        self.file.write_all(text.as_bytes()).map_err(io_err(&self.path))?;
+        Ok(())
+    }
 }
 
 type Result<T, E = DataDirError> = std::result::Result<T, E>;
@@ -91,6 +142,62 @@ impl DataDir {
     /// Whether a fleet has been initialised here.
     pub fn is_initialised(&self) -> bool {
         self.db_path().is_file() && self.root.join(ROOT_KEY_FILE).is_file()
+    }
+
+    /// Takes the directory for one `serve`: an exclusive lock on [`SERVE_LOCK_FILE`],
+    /// or [`DataDirError::AlreadyServed`] naming the `serve` that holds it. Two
+    /// controllers on one directory would each sign and send through their own broker,
+    /// and every push made through the wrong one would wait forever.
+    pub fn lock_for_serve(&self) -> Result<ServeLock> {
+        create_private_dir(&self.root)?;
+        let path = self.root.join(SERVE_LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // `serving` takes the lock for an instant to probe it: try a few times before
+        // calling the directory taken.
+        for attempt in 0..5 {
+            match file.try_lock() {
+                Ok(()) => {
+                    let mut lock = ServeLock { file, path };
+                    lock.record(&ServeInfo {
+                        pid: std::process::id(),
+                        mqtt: "starting".into(),
+                        started_at_ms: crate::unix_ms(),
+                    })?;
+                    return Ok(lock);
+                }
+                Err(fs::TryLockError::WouldBlock) if attempt < 4 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(fs::TryLockError::WouldBlock) => break,
+                Err(fs::TryLockError::Error(source)) => return Err(DataDirError::Io { path, source }),
+            }
+        }
+        let holder = fs::read_to_string(&path).ok().and_then(|text| serde_json::from_str::<ServeInfo>(&text).ok());
+        Err(DataDirError::AlreadyServed {
+            dir: self.root.clone(),
+            holder: holder.map_or_else(|| "it did not say who it is".to_string(), |info| info.to_string()),
+        })
+    }
+
+    /// The `serve` running on this directory now, if one is (it holds the lock).
+    pub fn serving(&self) -> Option<ServeInfo> {
+        let path = self.root.join(SERVE_LOCK_FILE);
+        let file = fs::File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(fs::TryLockError::WouldBlock) => {
+                let text = fs::read_to_string(&path).ok()?;
+                serde_json::from_str(&text).ok()
+            }
+            Err(fs::TryLockError::Error(_)) => None,
+        }
     }
 
     /// Opens the store of an initialised directory.

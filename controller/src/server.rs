@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::auth::StoreAuthenticator;
-use crate::datadir::{DataDir, DataDirError};
+use crate::datadir::{DataDir, DataDirError, ServeInfo, ServeLock};
 use crate::ingest::{IngestError, ingest_event};
 use crate::model::job_state_str;
 use crate::rollout::{self, Action, JobView};
@@ -154,6 +154,8 @@ pub enum ServeError {
 pub struct RunningController {
     broker: Option<fleet_broker::RunningBroker>,
     broker_addr: SocketAddr,
+    /// Held for as long as the controller runs: one `serve` per data directory.
+    _lock: ServeLock,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
     net_task: JoinHandle<()>,
@@ -169,6 +171,12 @@ impl RunningController {
     /// The address of the broker the controller uses (the embedded one's bound address).
     pub fn broker_addr(&self) -> SocketAddr {
         self.broker_addr
+    }
+
+    /// The most device connections the embedded broker holds (what the open-file limit
+    /// allows); `None` with an external broker.
+    pub fn broker_capacity(&self) -> Option<usize> {
+        self.broker.as_ref().map(fleet_broker::RunningBroker::max_connections)
     }
 
     /// Stops cleanly: marks the controller offline, flushes counters, disconnects, and
@@ -219,6 +227,7 @@ impl RunningController {
 /// broker (or not), connects, and returns once everything is running.
 pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError> {
     let data = DataDir::new(&config.data_dir);
+    let mut lock = data.lock_for_serve()?;
     let store = data.open_or_init()?;
     let signer = Signer::new(data.active_job_key(&store)?);
     let password = data.controller_password()?;
@@ -245,6 +254,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
             .and_then(|mut addrs| addrs.next())
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
     };
+    let mqtt = match &broker {
+        Some(_) => broker_addr.to_string(),
+        None => format!("{host}:{port} (external)"),
+    };
+    lock.record(&ServeInfo { pid: std::process::id(), mqtt, started_at_ms: unix_ms() })?;
+    let broker_stats = broker.as_ref().map(fleet_broker::RunningBroker::stats_source);
 
     let mut options = MqttOptions::new(CONTROLLER_CLIENT_ID, host.clone(), port);
     options
@@ -292,6 +307,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         connected_once: false,
         online_since_fresh_broker: HashSet::new(),
         broker_label: format!("{host}:{port}"),
+        broker_stats,
+        published_broker_stats: None,
         last_heartbeat: 0,
         touched: HashSet::new(),
         last_touched_drive: 0,
@@ -301,7 +318,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval));
     info!(broker = %broker_addr, data_dir = %config.data_dir.display(), "controller started");
-    Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task })
+    Ok(RunningController { broker, broker_addr, _lock: lock, stop: Some(stop_tx), task, net_task })
 }
 
 /// What the network task tells the main loop.
@@ -346,6 +363,9 @@ struct StatusDoc<'a> {
     #[serde(flatten)]
     base: ControllerStatus,
     counters: &'a BTreeMap<String, u64>,
+    /// The embedded broker's counters since it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<BTreeMap<&'static str, u64>>,
 }
 
 struct Server {
@@ -372,6 +392,11 @@ struct Server {
     /// it has subscribed, and its old subscription died with the old broker.
     online_since_fresh_broker: HashSet<String>,
     broker_label: String,
+    /// The embedded broker's counters (refusals, ACL denials, malformed packets), for
+    /// the controller's status; `None` with an external broker.
+    broker_stats: Option<fleet_broker::StatsSource>,
+    /// The broker's counters as last published in the controller's status.
+    published_broker_stats: Option<fleet_broker::BrokerStats>,
     last_heartbeat: u64,
     /// Jobs whose executions changed since the last tick: planned (and their status
     /// published) on the next one. Planning reads every execution of a job, so doing it
@@ -624,9 +649,11 @@ impl Server {
         }
         if self.counters_dirty || now.saturating_sub(self.last_heartbeat) >= 5_000 {
             self.flush_counters()?;
-            if self.counters_dirty {
+            let broker_now = self.broker_stats.as_ref().map(fleet_broker::StatsSource::snapshot);
+            if self.counters_dirty || broker_now != self.published_broker_stats {
                 self.publish_controller_status(Presence::Online).await;
                 self.counters_dirty = false;
+                self.published_broker_stats = broker_now;
             }
             self.last_heartbeat = now;
         }
@@ -832,18 +859,28 @@ impl Server {
         let doc = StatusDoc {
             base: ControllerStatus { state, version: VERSION.to_string(), ts: unix_ms() / 1000 },
             counters: &self.counters,
+            broker: self.broker_counters(),
         };
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         self.publish(self.topics.controller_status(), bytes, true).await;
-        let info = serde_json::json!({
+        if let Err(error) = self.store.set_controller_info(&self.info(state).to_string(), unix_ms()) {
+            warn!(%error, "could not record the controller's state");
+        }
+    }
+
+    fn broker_counters(&self) -> Option<BTreeMap<&'static str, u64>> {
+        self.broker_stats.as_ref().map(|stats| stats.snapshot().named().into_iter().collect())
+    }
+
+    /// What `serve` records about itself for `fleetctl status`.
+    fn info(&self, state: Presence) -> serde_json::Value {
+        serde_json::json!({
             "state": match state { Presence::Online => "online", Presence::Offline => "offline" },
             "version": VERSION,
             "broker": self.broker_label,
             "pid": std::process::id(),
-        });
-        if let Err(error) = self.store.set_controller_info(&info.to_string(), unix_ms()) {
-            warn!(%error, "could not record the controller's state");
-        }
+            "broker_counters": self.broker_counters(),
+        })
     }
 
     /// Queues a QoS 1 publish; it goes to the client as the window allows.
@@ -878,8 +915,7 @@ impl Server {
             self.store.add_counters(&self.counter_deltas)?;
             self.counter_deltas.clear();
         }
-        let info = serde_json::json!({ "state": "online", "version": VERSION, "broker": self.broker_label, "pid": std::process::id() });
-        self.store.set_controller_info(&info.to_string(), unix_ms())?;
+        self.store.set_controller_info(&self.info(Presence::Online).to_string(), unix_ms())?;
         Ok(())
     }
 }

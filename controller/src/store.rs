@@ -134,6 +134,18 @@ const MIGRATIONS: &[&str] = &[
         heartbeat  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 2: what a device last said of its queue and outbox while online (its offline
+    // last-will says 0 of both), and its store's incarnation (docs/protocol.md, "Store
+    // resync"): the grant that answered it, resent as it is when the device asks again.
+    r#"
+    ALTER TABLE devices ADD COLUMN queue_depth INTEGER;
+    ALTER TABLE devices ADD COLUMN outbox_depth INTEGER;
+    ALTER TABLE devices ADD COLUMN depths_at INTEGER;         -- ms
+    ALTER TABLE devices ADD COLUMN incarnation BLOB;          -- 16 bytes, from the device's SyncRequest
+    ALTER TABLE devices ADD COLUMN sync_grant BLOB;           -- the signed SyncGrant that answered it
+    ALTER TABLE devices ADD COLUMN synced_at INTEGER;         -- ms
+    ALTER TABLE devices ADD COLUMN store_resets INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -202,12 +214,26 @@ pub struct DeviceRow {
     pub status: Option<DeviceStatus>,
     /// When that arrived, Unix ms.
     pub status_at_ms: Option<u64>,
+    /// What it last reported while online: executions waiting or running, events not
+    /// yet acknowledged, and when (its offline last-will reports neither).
+    pub depths: Option<Depths>,
     /// The next envelope sequence number.
     pub next_seq: u64,
     /// The highest event sequence number recorded with every one before it.
     pub acked_event_seq: u64,
     /// When it was provisioned, Unix ms.
     pub created_at_ms: u64,
+}
+
+/// A device's queue and outbox, as it last reported them while online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Depths {
+    /// Executions waiting or running.
+    pub queue: u32,
+    /// Events on its storage not yet acknowledged by the controller.
+    pub outbox: u32,
+    /// When it reported them, Unix ms.
+    pub at_ms: u64,
 }
 
 /// A device to register.
@@ -428,7 +454,8 @@ impl std::ops::Deref for Tx<'_> {
     }
 }
 
-const DEVICE_COLUMNS: &str = "id, kind, labels, public_key, status, status_at, next_seq, acked_event_seq, created_at";
+const DEVICE_COLUMNS: &str = "id, kind, labels, public_key, status, status_at, next_seq, acked_event_seq, created_at, \
+                              queue_depth, outbox_depth, depths_at";
 const JOB_COLUMNS: &str = "id, module_hash, module_size, chunked, entry, target, params, state, cancel_requested, \
                            created_at, finished_at";
 const EXEC_COLUMNS: &str = "job_id, device_id, attempt, state, created_at, updated_at, envelope_seq, sent_at, \
@@ -590,12 +617,24 @@ impl Store {
         .collect()
     }
 
-    /// Records the status document a device published.
+    /// Records the status document a device published (and, from an online one, its
+    /// queue and outbox depths).
     pub fn set_device_status(&mut self, id: &DeviceId, status_json: &str, now_ms: u64) -> Result<bool> {
-        let changed = self.conn.execute(
-            "UPDATE devices SET status = ?2, status_at = ?3 WHERE id = ?1",
-            params![id.as_str(), status_json, to_i64(now_ms)],
-        )?;
+        let depths = serde_json::from_str::<DeviceStatus>(status_json)
+            .ok()
+            .filter(|status| status.state == fleet_schemas::Presence::Online)
+            .map(|status| (status.queue_depth, status.outbox_depth));
+        let changed = match depths {
+            Some((queue, outbox)) => self.conn.execute(
+                "UPDATE devices SET status = ?2, status_at = ?3, queue_depth = ?4, outbox_depth = ?5, depths_at = ?3
+                 WHERE id = ?1",
+                params![id.as_str(), status_json, to_i64(now_ms), queue, outbox],
+            )?,
+            None => self.conn.execute(
+                "UPDATE devices SET status = ?2, status_at = ?3 WHERE id = ?1",
+                params![id.as_str(), status_json, to_i64(now_ms)],
+            )?,
+        };
         Ok(changed > 0)
     }
 
@@ -1304,6 +1343,10 @@ fn read_device(row: &rusqlite::Row<'_>) -> Result<DeviceRow> {
         next_seq: to_u64(row.get(6)?),
         acked_event_seq: to_u64(row.get(7)?),
         created_at_ms: to_u64(row.get(8)?),
+        depths: match (row.get::<_, Option<u32>>(9)?, row.get::<_, Option<u32>>(10)?, row.get::<_, Option<i64>>(11)?) {
+            (Some(queue), Some(outbox), Some(at)) => Some(Depths { queue, outbox, at_ms: to_u64(at) }),
+            _ => None,
+        },
     })
 }
 

@@ -25,7 +25,7 @@ use crate::{Outcome, UsageError, actor};
 pub enum DeviceCommand {
     /// Register a device and write its configuration (identity, keys, credentials).
     Provision {
-        /// The device's id: 1 to 64 of A-Z a-z 0-9 _ - .
+        /// The device's id: 1 to 64 of A-Z a-z 0-9 _ -, starting with a letter or digit.
         id: String,
         /// Labels, matched by job selectors: k=v,k2=v2.
         #[arg(long, default_value = "")]
@@ -291,6 +291,8 @@ struct DeviceView {
     public_key: String,
     status: Option<fleet_schemas::DeviceStatus>,
     status_at_ms: Option<u64>,
+    /// The queue and outbox it last reported while online, and when.
+    depths: Option<fleet_controller::store::Depths>,
     next_envelope_seq: u64,
     acked_event_seq: u64,
     created_at_ms: u64,
@@ -313,23 +315,39 @@ fn view(device: DeviceRow) -> DeviceView {
         public_key: device.public_key.to_hex(),
         status: device.status,
         status_at_ms: device.status_at_ms,
+        depths: device.depths,
         next_envelope_seq: device.next_seq,
         acked_event_seq: device.acked_event_seq,
         created_at_ms: device.created_at_ms,
     }
 }
 
-/// The devices table (also used by `watch`).
+/// A depth as the table shows it: the number, and how old it is once it is no longer
+/// fresh (a device reports its depths when its queue changes, on connect and every few
+/// minutes, and an offline device not at all).
+fn depth(value: u32, depths: &fleet_controller::store::Depths, now: u64) -> String {
+    if now.saturating_sub(depths.at_ms) < FRESH_DEPTHS_MS {
+        value.to_string()
+    } else {
+        format!("{value} ({})", age(Some(depths.at_ms), now))
+    }
+}
+
+/// Depths reported within this long are shown without their age.
+const FRESH_DEPTHS_MS: u64 = 10_000;
+
+/// The devices table (also used by `watch`). QUEUE and OUTBOX are what the device last
+/// reported while online (with their age once they are older than a few seconds).
 pub fn devices_table(devices: &[DeviceRow], now: u64) -> Table {
     let mut table = Table::new(&["DEVICE", "KIND", "STATE", "QUEUE", "OUTBOX", "LAST SEEN", "LABELS"]);
     for device in devices {
-        let status = device.status.as_ref();
+        let depths = device.depths.as_ref();
         table.row(vec![
             device.id.to_string(),
             device.kind.to_string(),
             presence(device).to_string(),
-            status.map_or("-".into(), |s| s.queue_depth.to_string()),
-            status.map_or("-".into(), |s| s.outbox_depth.to_string()),
+            depths.map_or("-".into(), |d| depth(d.queue, d, now)),
+            depths.map_or("-".into(), |d| depth(d.outbox, d, now)),
             age(device.status_at_ms, now),
             format_labels(&device.labels),
         ]);
@@ -368,10 +386,14 @@ fn show(data_dir: &Path, id: &str, json: bool) -> Outcome {
     println!("state        {} (status {})", device.state, age(device.status_at_ms, now));
     if let Some(status) = &device.status {
         println!("agent        {} ({:?})", status.agent_version, status.runtime);
-        println!(
-            "queue        {} waiting or running, {} events not yet acknowledged",
-            status.queue_depth, status.outbox_depth
-        );
+        if let Some(depths) = &device.depths {
+            println!(
+                "queue        {} waiting or running, {} events not yet acknowledged (reported {})",
+                depths.queue,
+                depths.outbox,
+                age(Some(depths.at_ms), now)
+            );
+        }
         if let Some(gpu) = &status.gpu {
             println!("gpu          {} {}", gpu.vendor, gpu.model);
         }

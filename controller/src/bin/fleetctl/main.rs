@@ -121,6 +121,9 @@ fn report(error: &anyhow::Error) -> ExitCode {
         }
         return ExitCode::from(2);
     }
+    if let Some(usage) = environment_error(error) {
+        return report(&anyhow::Error::new(usage));
+    }
     eprintln!("error: {error:#}");
     let help = error.chain().find_map(|cause| {
         if let Some(store) = cause.downcast_ref::<StoreError>() {
@@ -152,6 +155,39 @@ fn report(error: &anyhow::Error) -> ExitCode {
         ) || matches!(cause.downcast_ref::<DataDirError>(), Some(DataDirError::NotInitialised(_)))
     });
     ExitCode::from(if usage { 2 } else { 3 })
+}
+
+/// Errors of the environment the operator can fix (an address in use, a data directory
+/// another `serve` holds), as usage errors with what to do.
+fn environment_error(error: &anyhow::Error) -> Option<UsageError> {
+    use fleet_controller::server::ServeError;
+    for cause in error.chain() {
+        let data_dir = match cause.downcast_ref::<ServeError>() {
+            Some(ServeError::DataDir(data_dir)) => Some(data_dir),
+            _ => cause.downcast_ref::<DataDirError>(),
+        };
+        if let Some(already @ DataDirError::AlreadyServed { .. }) = data_dir {
+            return Some(UsageError::new(
+                already.to_string(),
+                "one controller per data directory: stop that one first, or give this one another --data-dir",
+            ));
+        }
+        if let Some(ServeError::Broker(fleet_broker::BrokerError::Bind { addr, source })) =
+            cause.downcast_ref::<ServeError>()
+        {
+            let help = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another MQTT broker (or another fleetctl serve) listens there: stop it, or pick another address with --listen"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: pick a port above 1023 with --listen"
+                }
+                _ => "pick another address with --listen",
+            };
+            return Some(UsageError::new(format!("cannot listen on {addr}: {source}"), help));
+        }
+    }
+    None
 }
 
 /// Who is acting, for the audit log.

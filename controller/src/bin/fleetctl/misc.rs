@@ -51,6 +51,12 @@ pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
     runtime.block_on(async {
         let running = server::start(ServeConfig::new(data_dir, broker)).await?;
         eprintln!("fleetctl serve: MQTT on {}, data in {} (Ctrl-C to stop)", running.broker_addr(), data_dir.display());
+        if let Some(capacity) = running.broker_capacity() {
+            tracing::info!(
+                max_connections = capacity,
+                "the embedded broker holds up to {capacity} device connections (the open-file limit, ulimit -n, sets it)"
+            );
+        }
         running
             .run_until(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -128,6 +134,15 @@ pub fn status(data_dir: &Path, json: bool) -> Outcome {
             age(Some(*at), now)
         ),
         None => println!("controller  never started; run `fleetctl serve`"),
+    }
+    if let Some(broker) = info
+        .as_ref()
+        .and_then(|(info, _)| serde_json::from_str::<serde_json::Value>(info).ok())
+        .and_then(|info| info.get("broker_counters").cloned())
+        .and_then(|counters| serde_json::from_value::<std::collections::BTreeMap<String, u64>>(counters).ok())
+    {
+        let line: Vec<String> = broker.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        println!("broker      {}", line.join(" "));
     }
     println!("devices     {devices}");
     println!("jobs        {} ({active_jobs} in progress)", jobs.len());
@@ -260,13 +275,5 @@ fn raise_open_file_limit() {
         _ => false,
     };
     let now = getrlimit(Resource::Nofile).current;
-    match now {
-        Some(files) => tracing::info!(
-            open_files = files,
-            raised,
-            "the embedded broker can hold about {} device connections (ulimit -n; the hard limit needs root to raise)",
-            files.saturating_sub(256)
-        ),
-        None => tracing::info!("no open-file limit"),
-    }
+    tracing::debug!(open_files = ?now, raised, "open-file limit (the hard limit needs root to raise)");
 }
