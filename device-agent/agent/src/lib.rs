@@ -77,6 +77,9 @@ pub enum AgentError {
     /// The configured ONNX Runtime cannot be used.
     #[error("inference: {0}")]
     Inference(String),
+    /// The device config asks for something this agent cannot honour safely.
+    #[error("{0}")]
+    Unsupported(String),
     /// Another agent holds the state directory.
     #[error("another fleet-agent is running on {0} (it holds {LOCK_FILE}); stop it first")]
     AlreadyRunning(PathBuf),
@@ -97,6 +100,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
 
 /// Runs the agent until SIGINT or SIGTERM (or a store failure).
 pub fn run(settings: Settings) -> Result<(), AgentError> {
+    if settings.device.broker.tls {
+        // Falling back to plain TCP would send the device's password in clear.
+        return Err(AgentError::Unsupported(
+            "the device config has broker.tls = true, and this fleet-agent cannot connect with TLS; it will \
+             not send the device's credentials in clear instead (use a broker address it reaches in plain MQTT, \
+             or a fleet-agent with TLS)"
+                .to_string(),
+        ));
+    }
     let state_dir = &settings.state_dir;
     std::fs::create_dir_all(state_dir)
         .map_err(io(format!("cannot create the state directory {}", state_dir.display())))?;
@@ -136,9 +148,6 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         backoff: settings.backoff,
         last_will: core.last_will(),
     };
-    if settings.device.broker.tls {
-        warn!("the device config asks for TLS, which this agent does not support yet; connecting in plain TCP");
-    }
     let (link, link_task) = link::start(link_config, runtime.handle(), wake_tx.clone());
     let executions = Executions::new(
         ExecutorConfig::gateway(settings.device.device_id.clone()),
