@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, KeyId};
 use crate::limits::MAX_ACK_BYTES;
-use crate::signed::SignedRef;
-use crate::verify::{KeyRing, Rejection, too_large};
+use crate::signed::verify_by_ring;
+use crate::verify::{KeyRing, Rejection};
 
 /// The ack format this crate writes and reads (same versioning rule as envelopes).
 pub const ACK_VERSION: u16 = 1;
@@ -33,28 +33,9 @@ pub struct EventAck {
     pub through_seq: u64,
 }
 
-#[derive(Deserialize)]
-struct AckHeader {
-    version: u16,
-    key_id: KeyId,
-}
-
 /// Verifies an ack received by device `me`.
 pub fn verify_ack(bytes: &[u8], keys: &KeyRing, me: &DeviceId) -> Result<EventAck, Rejection> {
-    if bytes.len() > MAX_ACK_BYTES {
-        return Err(too_large(bytes.len(), MAX_ACK_BYTES));
-    }
-    let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
-    let payload = signed.payload::<EventAck>().ok_or(Rejection::Malformed)?;
-    let (header, _) = postcard::take_from_bytes::<AckHeader>(payload).map_err(|_| Rejection::Malformed)?;
-    if header.version != ACK_VERSION {
-        return Err(Rejection::UnsupportedVersion { got: header.version, supported: ACK_VERSION });
-    }
-    let key = keys.get(&header.key_id).ok_or(Rejection::UnknownKey { key_id: header.key_id })?;
-    if !signed.verify(&key.key) {
-        return Err(Rejection::BadSignature);
-    }
-    let ack: EventAck = postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)?;
+    let ack: EventAck = verify_by_ring(bytes, keys, MAX_ACK_BYTES, ACK_VERSION)?;
     if ack.device_id != *me {
         return Err(Rejection::WrongTarget { addressed_to: ack.device_id });
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, JobId};
 use crate::limits::MAX_EVENT_BYTES;
-use crate::signed::SignedRef;
+use crate::signed::verify_by_device;
 use crate::verify::Rejection;
 
 /// The event format this crate writes and reads (same versioning rule as envelopes).
@@ -122,11 +122,13 @@ pub enum FailReason {
     ModuleUnavailable,
 }
 
-/// Why the controller refused an event.
+/// Why the controller refused an event (or a sync request, which a device sends on the
+/// same topic).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    /// The event is larger than [`MAX_EVENT_BYTES`].
-    #[error("event of {0} bytes is over the {MAX_EVENT_BYTES} byte limit")]
+    /// The message is larger than its limit ([`MAX_EVENT_BYTES`] for an event,
+    /// [`crate::limits::MAX_SYNC_BYTES`] for a sync request).
+    #[error("message of {0} bytes is over its size limit (an event may have {MAX_EVENT_BYTES})")]
     TooLarge(usize),
     /// The bytes are not a signed event.
     #[error("malformed event")]
@@ -150,19 +152,7 @@ pub enum EventError {
 /// Verifies an event received on device `sender`'s events topic against that device's
 /// public key.
 pub fn verify_event(bytes: &[u8], sender: &DeviceId, device_key: &VerifyingKey) -> Result<ExecutionEvent, EventError> {
-    if bytes.len() > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge(bytes.len()));
-    }
-    let signed = SignedRef::decode(bytes).ok_or(EventError::Malformed)?;
-    let payload = signed.payload::<ExecutionEvent>().ok_or(EventError::Malformed)?;
-    let (version, _) = postcard::take_from_bytes::<u16>(payload).map_err(|_| EventError::Malformed)?;
-    if version != EVENT_VERSION {
-        return Err(EventError::UnsupportedVersion(version));
-    }
-    if !signed.verify(device_key) {
-        return Err(EventError::BadSignature);
-    }
-    let event: ExecutionEvent = postcard::from_bytes(payload).map_err(|_| EventError::Malformed)?;
+    let event: ExecutionEvent = verify_by_device(bytes, device_key, MAX_EVENT_BYTES, EVENT_VERSION)?;
     if event.key.device_id != *sender {
         return Err(EventError::WrongDevice { sender: sender.clone(), claimed: event.key.device_id });
     }

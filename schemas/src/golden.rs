@@ -18,6 +18,7 @@ use crate::event::ExecutionEvent;
 use crate::rotation::KeyRotation;
 use crate::signed::{Signable, SignedMessage};
 use crate::status::{ControllerStatus, DeviceStatus, JobStatus, from_json};
+use crate::sync::{SyncGrant, SyncRequest};
 
 /// Seed of the job-signing key that signed the golden envelopes.
 pub const CONTROLLER_SEED: [u8; 32] = [0x11; 32];
@@ -41,6 +42,10 @@ pub enum Kind {
     Rotation,
     /// A [`SignedMessage`] holding an [`EventAck`].
     Ack,
+    /// A [`SignedMessage`] holding a [`SyncRequest`].
+    SyncRequest,
+    /// A [`SignedMessage`] holding a [`SyncGrant`].
+    SyncGrant,
     /// A [`DeviceStatus`] JSON document.
     DeviceStatus,
     /// A [`JobStatus`] JSON document.
@@ -87,6 +92,8 @@ vectors! {
     "event_canceled" => Event,
     "key_rotation" => Rotation,
     "event_ack" => Ack,
+    "sync_request" => SyncRequest,
+    "sync_grant" => SyncGrant,
     "device_status" => DeviceStatus,
     "job_status" => JobStatus,
     "controller_status" => ControllerStatus,
@@ -114,6 +121,8 @@ pub fn readable(kind: Kind, bytes: &[u8]) -> Option<String> {
         Kind::Event => signed_json::<ExecutionEvent>(bytes)?,
         Kind::Rotation => signed_json::<KeyRotation>(bytes)?,
         Kind::Ack => signed_json::<EventAck>(bytes)?,
+        Kind::SyncRequest => signed_json::<SyncRequest>(bytes)?,
+        Kind::SyncGrant => signed_json::<SyncGrant>(bytes)?,
         Kind::Chunk => serde_json::to_value(postcard::from_bytes::<ModuleChunk>(bytes).ok()?).ok()?,
         Kind::DeviceStatus => serde_json::to_value(from_json::<DeviceStatus>(bytes).ok()?).ok()?,
         Kind::JobStatus => serde_json::to_value(from_json::<JobStatus>(bytes).ok()?).ok()?,
@@ -140,6 +149,8 @@ pub fn reencode(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
         Kind::Event => signed::<ExecutionEvent>(bytes),
         Kind::Rotation => signed::<KeyRotation>(bytes),
         Kind::Ack => signed::<EventAck>(bytes),
+        Kind::SyncRequest => signed::<SyncRequest>(bytes),
+        Kind::SyncGrant => signed::<SyncGrant>(bytes),
         Kind::Chunk => postcard::to_allocvec(&postcard::from_bytes::<ModuleChunk>(bytes).ok()?).ok(),
         Kind::DeviceStatus => json::<DeviceStatus>(bytes),
         Kind::JobStatus => json::<JobStatus>(bytes),

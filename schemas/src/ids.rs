@@ -149,6 +149,11 @@ fixed_bytes!(
     /// An ed25519 signature.
     SignatureBytes, 64
 );
+fixed_bytes!(
+    /// One life of a device's store: 128 random bits the agent draws when its store is
+    /// new, echoed by the controller's [`crate::sync::SyncGrant`].
+    Incarnation, 16
+);
 
 impl JobId {
     /// The all-zero id, used in a rejection event when the rejected envelope carried no

@@ -15,6 +15,7 @@
 //! | [`event`] | device-signed execution events, with their idempotency key |
 //! | [`ack`] | controller-signed acknowledgement of a device's events |
 //! | [`rotation`] | root-signed replacement of the trusted job-signing keys |
+//! | [`sync`] | a device whose store came back empty learns where it stands (replay floor, event base) |
 //! | [`status`] | retained JSON status documents |
 //! | [`topics`] | MQTT topic names under a configurable prefix |
 //! | [`provision`] | a device's identity and settings, written by `fleetctl device provision` |
@@ -43,6 +44,7 @@ pub mod provision;
 pub mod rotation;
 pub mod signed;
 pub mod status;
+pub mod sync;
 pub mod topics;
 pub mod verify;
 
@@ -53,11 +55,12 @@ pub use envelope::{ENVELOPE_VERSION, Envelope, Order};
 pub use event::{
     EVENT_VERSION, EventError, EventKind, ExecutionEvent, ExecutionKey, FailReason, RunReport, verify_event,
 };
-pub use ids::{DeviceId, Digest, JobId, KeyId, PublicKey, SignatureBytes};
+pub use ids::{DeviceId, Digest, Incarnation, JobId, KeyId, PublicKey, SignatureBytes};
 pub use job::{ChunkedModule, GpuRequirement, JobSpec, Limits, ModuleSource, Requirements, RuntimeClass};
 pub use rotation::{KeyRotation, ROTATION_VERSION, TrustedKey, verify_rotation};
 pub use signed::{Signable, SignedMessage, Trusted};
 pub use status::{ControllerStatus, DeviceStatus, JobCounts, JobState, JobStatus, Presence};
+pub use sync::{SYNC_VERSION, SyncGrant, SyncRequest, verify_sync_grant, verify_sync_request};
 pub use topics::{Topic, Topics};
 pub use verify::{
     KeyRing, Refused, Rejection, ReplayState, Unsupported, VerifiedEnvelope, verify_envelope, verify_envelope_detailed,

@@ -38,3 +38,6 @@ pub const MAX_ACK_BYTES: usize = 512;
 
 /// The longest device id, in bytes.
 pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// The largest signed sync request or sync grant, in bytes.
+pub const MAX_SYNC_BYTES: usize = 512;

@@ -37,6 +37,12 @@ impl Signable for crate::ack::EventAck {
 impl Signable for crate::rotation::KeyRotation {
     const TAG: [u8; 4] = *b"FROT";
 }
+impl Signable for crate::sync::SyncRequest {
+    const TAG: [u8; 4] = *b"FSYQ";
+}
+impl Signable for crate::sync::SyncGrant {
+    const TAG: [u8; 4] = *b"FSYN";
+}
 
 /// A value's tagged postcard bytes and the signature over them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +111,70 @@ impl<'a> SignedRef<'a> {
     pub(crate) fn verify(&self, key: &VerifyingKey) -> bool {
         key.verify_strict(self.body, &Signature::from_bytes(&self.signature.0)).is_ok()
     }
+}
+
+/// The checks of a message signed by one of the controller's job-signing keys, cheapest
+/// and least trusting first: size, frame, type tag, version, key, signature; only the
+/// signed body is then decoded. `version` is the first field after the tag, the key id
+/// the second (the frozen header, docs/protocol.md section 7).
+pub(crate) fn verify_by_ring<T: Signable + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    keys: &crate::verify::KeyRing,
+    max_bytes: usize,
+    version: u16,
+) -> Result<T, crate::verify::Rejection> {
+    use crate::verify::{Rejection, too_large};
+    #[derive(Deserialize)]
+    struct Header {
+        version: u16,
+        key_id: KeyId,
+    }
+    if bytes.len() > max_bytes {
+        return Err(too_large(bytes.len(), max_bytes));
+    }
+    let signed = SignedRef::decode(bytes).ok_or(Rejection::Malformed)?;
+    let payload = signed.payload::<T>().ok_or(Rejection::Malformed)?;
+    let (header, _) = postcard::take_from_bytes::<Header>(payload).map_err(|_| Rejection::Malformed)?;
+    if header.version != version {
+        return Err(Rejection::UnsupportedVersion { got: header.version, supported: version });
+    }
+    let key = keys.get(&header.key_id).ok_or(Rejection::UnknownKey { key_id: header.key_id })?;
+    if !signed.verify(&key.key) {
+        return Err(Rejection::BadSignature);
+    }
+    postcard::from_bytes(payload).map_err(|_| Rejection::Malformed)
+}
+
+/// The checks of a message signed by a device (with the key the controller holds for
+/// the device whose topic it came on): size, frame, type tag, version, signature; then
+/// the body is decoded.
+pub(crate) fn verify_by_device<T: Signable + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    device_key: &VerifyingKey,
+    max_bytes: usize,
+    version: u16,
+) -> Result<T, crate::event::EventError> {
+    use crate::event::EventError;
+    if bytes.len() > max_bytes {
+        return Err(EventError::TooLarge(bytes.len()));
+    }
+    let signed = SignedRef::decode(bytes).ok_or(EventError::Malformed)?;
+    let payload = signed.payload::<T>().ok_or(EventError::Malformed)?;
+    let (found, _) = postcard::take_from_bytes::<u16>(payload).map_err(|_| EventError::Malformed)?;
+    if found != version {
+        return Err(EventError::UnsupportedVersion(found));
+    }
+    if !signed.verify(device_key) {
+        return Err(EventError::BadSignature);
+    }
+    postcard::from_bytes(payload).map_err(|_| EventError::Malformed)
+}
+
+/// Whether `bytes` are a signed message of type `T`, by its type tag alone (nothing is
+/// verified): lets one topic carry two message types (a device's events topic carries
+/// events and sync requests, its jobs topic envelopes and sync grants).
+pub fn is_signed<T: Signable>(bytes: &[u8]) -> bool {
+    SignedRef::decode(bytes).is_some_and(|signed| signed.payload::<T>().is_some())
 }
 
 /// A public key the verifier trusts, ready to verify with.

@@ -46,6 +46,16 @@ fn built() -> Vec<(&'static str, Kind, Vec<u8>)> {
         ],
     };
     let ack = EventAck { version: ACK_VERSION, key_id: key_id(&ctl), device_id: device(), through_seq: 6 };
+    let sync_request = SyncRequest { version: SYNC_VERSION, device_id: device(), incarnation: Incarnation([0x5e; 16]) };
+    let sync_grant = SyncGrant {
+        version: SYNC_VERSION,
+        key_id: key_id(&ctl),
+        device_id: device(),
+        incarnation: Incarnation([0x5e; 16]),
+        replay_floor: 41,
+        issued_at: ISSUED_AT,
+        event_base: 117,
+    };
     let device_status = DeviceStatus {
         device_id: device(),
         state: Presence::Online,
@@ -105,6 +115,8 @@ fn built() -> Vec<(&'static str, Kind, Vec<u8>)> {
         ("event_canceled", Kind::Event, signed_bytes(&event(6, EventKind::Canceled), &dev)),
         ("key_rotation", Kind::Rotation, signed_bytes(&rotation, &root_key())),
         ("event_ack", Kind::Ack, signed_bytes(&ack, &ctl)),
+        ("sync_request", Kind::SyncRequest, signed_bytes(&sync_request, &dev)),
+        ("sync_grant", Kind::SyncGrant, signed_bytes(&sync_grant, &ctl)),
         ("device_status", Kind::DeviceStatus, to_json(&device_status)),
         ("job_status", Kind::JobStatus, to_json(&job_status)),
         ("controller_status", Kind::ControllerStatus, to_json(&controller_status)),
@@ -169,4 +181,14 @@ fn golden_events_verify_with_the_device_key() {
         let event = verify_event(vector.bytes, &device(), &key);
         assert!(event.is_ok(), "{}: {event:?}", vector.name);
     }
+}
+
+#[test]
+fn golden_sync_messages_verify_for_their_device() {
+    let request = VECTORS.iter().find(|v| v.kind == Kind::SyncRequest).unwrap();
+    let verified = verify_sync_request(request.bytes, &device(), &device_key().verifying_key()).unwrap();
+    assert_eq!(verified.incarnation, Incarnation([0x5e; 16]));
+    let grant = VECTORS.iter().find(|v| v.kind == Kind::SyncGrant).unwrap();
+    let verified = verify_sync_grant(grant.bytes, &ring(), &device()).unwrap();
+    assert_eq!((verified.replay_floor, verified.event_base), (41, 117));
 }

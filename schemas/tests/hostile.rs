@@ -19,6 +19,8 @@ fn feed_everything(bytes: &[u8]) {
     let _ = fleet_schemas::verify::claimed_job_id(bytes);
     let _ = verify_event(bytes, &device(), &device_key().verifying_key());
     let _ = verify_ack(bytes, &ring(), &device());
+    let _ = verify_sync_grant(bytes, &ring(), &device());
+    let _ = verify_sync_request(bytes, &device(), &device_key().verifying_key());
     let _ = verify_rotation(bytes, &Trusted::of_signing_key(&root_key()), 0);
     let _ = ModuleChunk::decode(bytes);
     let _ = SignedMessage::from_bytes(bytes);

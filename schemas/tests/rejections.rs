@@ -302,6 +302,82 @@ mod acks {
     }
 }
 
+mod syncs {
+    use super::*;
+
+    fn grant(device: &str, signer: &SigningKey) -> SyncGrant {
+        SyncGrant {
+            version: SYNC_VERSION,
+            key_id: key_id(signer),
+            device_id: DeviceId::new(device).unwrap(),
+            incarnation: Incarnation([7; 16]),
+            replay_floor: 12,
+            issued_at: ISSUED_AT,
+            event_base: 30,
+        }
+    }
+
+    fn request(device: &str) -> SyncRequest {
+        SyncRequest {
+            version: SYNC_VERSION,
+            device_id: DeviceId::new(device).unwrap(),
+            incarnation: Incarnation([7; 16]),
+        }
+    }
+
+    #[test]
+    fn each_grant_outcome() {
+        let ctl = controller_key();
+        let good = verify_sync_grant(&signed_bytes(&grant("gw-001", &ctl), &ctl), &ring(), &device()).unwrap();
+        assert_eq!((good.replay_floor, good.event_base, good.incarnation), (12, 30, Incarnation([7; 16])));
+        assert_eq!(verify_sync_grant(&[0; 600], &ring(), &device()), Err(Rejection::TooLarge { len: 600, max: 512 }));
+        assert_eq!(verify_sync_grant(b"zz", &ring(), &device()), Err(Rejection::Malformed));
+        let stranger = SigningKey::from_bytes(&[0x99; 32]);
+        assert_eq!(
+            verify_sync_grant(&signed_bytes(&grant("gw-001", &stranger), &stranger), &ring(), &device()),
+            Err(Rejection::UnknownKey { key_id: key_id(&stranger) })
+        );
+        assert_eq!(
+            verify_sync_grant(&signed_bytes(&grant("gw-001", &ctl), &stranger), &ring(), &device()),
+            Err(Rejection::BadSignature)
+        );
+        assert!(matches!(
+            verify_sync_grant(&signed_bytes(&grant("gw-002", &ctl), &ctl), &ring(), &device()),
+            Err(Rejection::WrongTarget { .. })
+        ));
+        // An ack signed by the same key is not a grant, nor a grant an envelope.
+        let ack = EventAck { version: ACK_VERSION, key_id: key_id(&ctl), device_id: device(), through_seq: 9 };
+        assert_eq!(verify_sync_grant(&signed_bytes(&ack, &ctl), &ring(), &device()), Err(Rejection::Malformed));
+        let as_envelope = signed_bytes(&grant("gw-001", &ctl), &ctl);
+        assert_eq!(
+            verify_envelope(&as_envelope, &ring(), &device(), Some(ISSUED_AT), &ReplayState::default()),
+            Err(Rejection::Malformed)
+        );
+        assert!(fleet_schemas::signed::is_signed::<SyncGrant>(&as_envelope));
+        assert!(!fleet_schemas::signed::is_signed::<Envelope>(&as_envelope));
+    }
+
+    #[test]
+    fn each_request_outcome() {
+        let dev = device_key();
+        let key = dev.verifying_key();
+        let good = verify_sync_request(&signed_bytes(&request("gw-001"), &dev), &device(), &key).unwrap();
+        assert_eq!(good.incarnation, Incarnation([7; 16]));
+        assert_eq!(verify_sync_request(&[0; 600], &device(), &key), Err(EventError::TooLarge(600)));
+        let other = SigningKey::from_bytes(&[0x98; 32]);
+        assert_eq!(
+            verify_sync_request(&signed_bytes(&request("gw-001"), &other), &device(), &key),
+            Err(EventError::BadSignature)
+        );
+        assert!(matches!(
+            verify_sync_request(&signed_bytes(&request("gw-002"), &dev), &device(), &key),
+            Err(EventError::WrongDevice { .. })
+        ));
+        // A request is not an event, though the device signs both on the same topic.
+        assert_eq!(verify_event(&signed_bytes(&request("gw-001"), &dev), &device(), &key), Err(EventError::Malformed));
+    }
+}
+
 mod rotations {
     use super::*;
     use fleet_schemas::rotation::ROTATION_VERSION;

@@ -21,6 +21,8 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = fleet_schemas::verify::claimed_job_id(bytes);
     let _ = verify_event(bytes, &device, &device_key);
     let _ = verify_ack(bytes, &ring, &device);
+    let _ = verify_sync_grant(bytes, &ring, &device);
+    let _ = verify_sync_request(bytes, &device, &device_key);
     let _ = verify_rotation(bytes, &root, 0);
     let _ = ModuleChunk::decode(bytes);
     let _ = from_json::<DeviceStatus>(bytes);
