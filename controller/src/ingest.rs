@@ -13,10 +13,14 @@
 //! malformed, oversized) is an [`IngestError`]: the caller counts it, logs it and drops
 //! the message. Nothing here panics on input.
 
-use fleet_schemas::{DeviceId, EventError, EventKind, ExecutionEvent, FailReason, Rejection, VerifyingKey};
+use fleet_schemas::{
+    DeviceId, EventError, EventKind, ExecutionEvent, FailReason, JobSpec, Order, Rejection, SyncRequest, VerifyingKey,
+    verify_sync_request,
+};
 
 use crate::model::ExecState;
-use crate::store::{EventOutcome, Store, StoreError};
+use crate::signer::Signer;
+use crate::store::{EventOutcome, Resync, ResyncSigner, Store, StoreError};
 
 /// Why an event was dropped.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,52 @@ pub fn ingest_event(store: &mut Store, topic_device: &str, bytes: &[u8], now_ms:
         .map_err(|error| IngestError::Refused { device: device.clone(), error })?;
     let outcome = store.record_event(&event, now_ms)?;
     Ok(Ingested { event, outcome })
+}
+
+/// Verifies a sync request received on `topic_device`'s events topic (a device whose
+/// store is new asks where it stands, `fleet_schemas::sync`) and answers it
+/// ([`Store::resync_device`]): the grant and the envelopes signed again, to publish
+/// after the commit, the grant first.
+pub fn ingest_sync_request(
+    store: &mut Store,
+    topic_device: &str,
+    bytes: &[u8],
+    now_ms: u64,
+    signer: &Signer,
+) -> Result<(SyncRequest, Resync), IngestError> {
+    let device = DeviceId::new(topic_device).map_err(|_| IngestError::UnknownDevice(topic_device.to_string()))?;
+    let public =
+        store.device_public_key(device.as_str())?.ok_or_else(|| IngestError::UnknownDevice(device.to_string()))?;
+    let key = VerifyingKey::from_bytes(&public.0).map_err(|_| IngestError::BadDeviceKey(device.clone()))?;
+    let request = verify_sync_request(bytes, &device, &key)
+        .map_err(|error| IngestError::Refused { device: device.clone(), error })?;
+    let mut sign = ResyncSigning { signer, device: &device, request: &request, now_ms };
+    let resync = store.resync_device(&device, &request.incarnation, now_ms, &mut sign)?;
+    Ok((request, resync))
+}
+
+/// Signs a resync's grant and envelopes with the controller's active job key.
+struct ResyncSigning<'a> {
+    signer: &'a Signer,
+    device: &'a DeviceId,
+    request: &'a SyncRequest,
+    now_ms: u64,
+}
+
+impl ResyncSigner for ResyncSigning<'_> {
+    fn grant(&mut self, replay_floor: u64, event_base: u64) -> Result<Vec<u8>, String> {
+        self.signer
+            .sync_grant(self.device, self.request.incarnation, replay_floor, self.now_ms / 1000, event_base)
+            .map_err(|e| e.to_string())
+    }
+
+    fn run(&mut self, seq: u64, spec: &[u8], attempt: u32, deadline_ms: u64) -> Result<Vec<u8>, String> {
+        let job: JobSpec = postcard::from_bytes(spec).map_err(|e| format!("stored job spec: {e}"))?;
+        let order = Order::Run { attempt, job: Box::new(job) };
+        self.signer
+            .envelope(self.device, seq, order, self.now_ms / 1000, deadline_ms.div_ceil(1000))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The execution state an event moves an execution to, or `None` if it changes nothing.

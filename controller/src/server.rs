@@ -25,10 +25,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_schemas::signed::is_signed;
 use fleet_schemas::status::to_json;
 use fleet_schemas::{
     ControllerStatus, DeviceId, DeviceStatus, Digest, JobCounts, JobId, JobSpec, JobState, JobStatus, Order, Presence,
-    Topic, Topics,
+    SyncRequest, Topic, Topics,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use serde::Serialize;
@@ -38,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::StoreAuthenticator;
 use crate::datadir::{DataDir, DataDirError, ServeInfo, ServeLock};
-use crate::ingest::{IngestError, ingest_event};
+use crate::ingest::{IngestError, ingest_event, ingest_sync_request};
 use crate::model::job_state_str;
 use crate::rollout::{self, Action, JobView};
 use crate::signer::{SignError, Signer, module_chunks};
@@ -546,6 +547,9 @@ impl Server {
     async fn on_publish(&mut self, publish: &Publish) -> Result<(), StoreError> {
         let now = unix_ms();
         match self.topics.parse(&publish.topic) {
+            Some(Topic::DeviceEvents(device)) if is_signed::<SyncRequest>(&publish.payload) => {
+                return self.on_sync_request(device, &publish.payload, now).await;
+            }
             Some(Topic::DeviceEvents(device)) => match ingest_event(&mut self.store, device, &publish.payload, now) {
                 Ok(ingested) => {
                     let outcome = &ingested.outcome;
@@ -620,6 +624,43 @@ impl Server {
                 self.count("other.malformed");
             }
         }
+        Ok(())
+    }
+
+    /// A device whose store is new asks where it stands: answer with its grant, then the
+    /// envelopes still in flight for it, signed again above the floor (same topic, in
+    /// that order, after the commit).
+    async fn on_sync_request(&mut self, device: &str, payload: &[u8], now: u64) -> Result<(), StoreError> {
+        let (request, resync) = match ingest_sync_request(&mut self.store, device, payload, now, &self.signer) {
+            Ok(answered) => answered,
+            Err(IngestError::Store(error)) => return Err(error),
+            Err(error) => {
+                warn!(device = %fleet_broker::logs::Bounded(device), %error, "sync request dropped");
+                self.count("events.malformed");
+                return Ok(());
+            }
+        };
+        if resync.reset {
+            warn!(
+                device,
+                incarnation = %request.incarnation,
+                replay_floor = resync.replay_floor,
+                event_base = resync.event_base,
+                signed_again = resync.envelopes.len(),
+                canceled = resync.touched.len(),
+                "the device's store was reset: it refuses every envelope signed before, numbers its events after \
+                 the ones recorded, and gets what is still in flight signed again"
+            );
+            self.count("devices.store_resets");
+        } else if !resync.repeated {
+            info!(device, incarnation = %request.incarnation, signed_again = resync.envelopes.len(), "device synced its new store");
+        }
+        let device_id = request.device_id;
+        self.publish(self.topics.device_jobs(&device_id), resync.grant, false).await;
+        for envelope in &resync.envelopes {
+            self.publish_envelope(envelope).await;
+        }
+        self.touched.extend(resync.touched);
         Ok(())
     }
 

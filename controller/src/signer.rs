@@ -9,8 +9,8 @@ use fleet_schemas::limits::{MAX_CHUNK_DATA, MAX_ENVELOPE_BYTES, MAX_MODULE_BYTES
 use fleet_schemas::rotation::ROTATION_VERSION;
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::{
-    ACK_VERSION, ChunkedModule, DeviceId, ENVELOPE_VERSION, Envelope, EventAck, JobSpec, KeyId, KeyRotation,
-    ModuleSource, Order, SignedMessage, SigningKey, TrustedKey,
+    ACK_VERSION, ChunkedModule, DeviceId, ENVELOPE_VERSION, Envelope, EventAck, Incarnation, JobSpec, KeyId,
+    KeyRotation, ModuleSource, Order, SYNC_VERSION, SignedMessage, SigningKey, SyncGrant, TrustedKey,
 };
 
 /// Bytes kept free below [`MAX_ENVELOPE_BYTES`] when deciding to inline a module, for
@@ -86,6 +86,29 @@ impl Signer {
     pub fn ack(&self, device: &DeviceId, through_seq: u64) -> Result<Vec<u8>, SignError> {
         let ack = EventAck { version: ACK_VERSION, key_id: self.key_id, device_id: device.clone(), through_seq };
         SignedMessage::sign(&ack, &self.key).and_then(|m| m.to_bytes()).map_err(|_| SignError::Encode)
+    }
+}
+
+impl Signer {
+    /// Signs the sync grant answering a new store of `device` (`fleet_schemas::sync`).
+    pub fn sync_grant(
+        &self,
+        device: &DeviceId,
+        incarnation: Incarnation,
+        replay_floor: u64,
+        issued_at: u64,
+        event_base: u64,
+    ) -> Result<Vec<u8>, SignError> {
+        let grant = SyncGrant {
+            version: SYNC_VERSION,
+            key_id: self.key_id,
+            device_id: device.clone(),
+            incarnation,
+            replay_floor,
+            issued_at,
+            event_base,
+        };
+        SignedMessage::sign(&grant, &self.key).and_then(|m| m.to_bytes()).map_err(|_| SignError::Encode)
     }
 }
 

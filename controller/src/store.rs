@@ -19,7 +19,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use fleet_schemas::{
-    DeviceId, DeviceStatus, Digest, EventKind, ExecutionEvent, JobId, JobState, KeyId, PublicKey, Rejection,
+    DeviceId, DeviceStatus, Digest, EventKind, ExecutionEvent, Incarnation, JobId, JobState, KeyId, PublicKey,
+    Rejection,
 };
 use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 
@@ -217,12 +218,26 @@ pub struct DeviceRow {
     /// What it last reported while online: executions waiting or running, events not
     /// yet acknowledged, and when (its offline last-will reports neither).
     pub depths: Option<Depths>,
+    /// Its store, as its sync requests told the controller.
+    pub store: DeviceStore,
     /// The next envelope sequence number.
     pub next_seq: u64,
     /// The highest event sequence number recorded with every one before it.
     pub acked_event_seq: u64,
     /// When it was provisioned, Unix ms.
     pub created_at_ms: u64,
+}
+
+/// A device's store as the controller knows it from its sync requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceStore {
+    /// The incarnation of its store (`None`: it never synced; an agent from before
+    /// store resync).
+    pub incarnation: Option<Incarnation>,
+    /// When it last synced, Unix ms.
+    pub synced_at_ms: Option<u64>,
+    /// How many times its store came back empty.
+    pub resets: u64,
 }
 
 /// A device's queue and outbox, as it last reported them while online.
@@ -403,6 +418,37 @@ pub struct PendingEnvelope {
     pub bytes: Vec<u8>,
 }
 
+/// What answering a device's sync request did ([`Store::resync_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    /// The signed grant: publish it on the device's jobs topic before the envelopes.
+    pub grant: Vec<u8>,
+    /// The envelopes signed again, above the floor, for the executions still in flight:
+    /// publish them after the grant, in this order.
+    pub envelopes: Vec<PendingEnvelope>,
+    /// Jobs whose executions ended here (a cancel the reset store never confirmed).
+    pub touched: Vec<JobId>,
+    /// Every envelope signed for the device before: refused by it from now on.
+    pub replay_floor: u64,
+    /// Every event of the device recorded: it numbers its events from here + 1.
+    pub event_base: u64,
+    /// The device had a store before (recorded events, or an earlier incarnation): this
+    /// is a reset, not its first start.
+    pub reset: bool,
+    /// The request was answered before (the same incarnation): the same grant again,
+    /// and nothing else changed.
+    pub repeated: bool,
+}
+
+/// Signs what answering a sync request needs, inside its transaction.
+pub trait ResyncSigner {
+    /// The grant.
+    fn grant(&mut self, replay_floor: u64, event_base: u64) -> Result<Vec<u8>, String>;
+    /// A run envelope at `seq` for the stored job `spec` (its postcard `JobSpec`), valid
+    /// until `deadline_ms`.
+    fn run(&mut self, seq: u64, spec: &[u8], attempt: u32, deadline_ms: u64) -> Result<Vec<u8>, String>;
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
@@ -455,7 +501,7 @@ impl std::ops::Deref for Tx<'_> {
 }
 
 const DEVICE_COLUMNS: &str = "id, kind, labels, public_key, status, status_at, next_seq, acked_event_seq, created_at, \
-                              queue_depth, outbox_depth, depths_at";
+                              queue_depth, outbox_depth, depths_at, incarnation, synced_at, store_resets";
 const JOB_COLUMNS: &str = "id, module_hash, module_size, chunked, entry, target, params, state, cancel_requested, \
                            created_at, finished_at";
 const EXEC_COLUMNS: &str = "job_id, device_id, attempt, state, created_at, updated_at, envelope_seq, sent_at, \
@@ -1072,6 +1118,120 @@ impl Store {
         Ok(out)
     }
 
+    // ----- store resync ---------------------------------------------------------------
+
+    /// Answers the sync request of a device whose store is new (`fleet_schemas::sync`),
+    /// in one transaction: the replay floor is the last seq signed for the device, the
+    /// event base the highest event seq recorded for it (and its ack moves there: the
+    /// events in between died with its store); every execution still in flight is signed
+    /// again above the floor (one the operator asked to cancel ends `canceled` instead);
+    /// the grant and the incarnation it answers are stored, so the same request gets the
+    /// same grant again. A reset (not the device's first start) is counted on the device
+    /// and in the audit log.
+    pub fn resync_device(
+        &mut self,
+        device: &DeviceId,
+        incarnation: &Incarnation,
+        now_ms: u64,
+        signer: &mut dyn ResyncSigner,
+    ) -> Result<Resync> {
+        let tx = self.immediate()?;
+        /// The device's incarnation and grant on record, its next seq, its acked seq.
+        type SyncRow = (Option<Vec<u8>>, Option<Vec<u8>>, i64, i64);
+        let row: Option<SyncRow> = tx
+            .query_row(
+                "SELECT incarnation, sync_grant, next_seq, acked_event_seq FROM devices WHERE id = ?1",
+                [device.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()?;
+        let Some((known, stored_grant, next_seq, acked)) = row else {
+            return Err(StoreError::NoDevice(device.to_string()));
+        };
+        if let (Some(known), Some(grant)) = (&known, stored_grant)
+            && known.as_slice() == incarnation.as_bytes()
+        {
+            tx.commit()?;
+            return Ok(Resync {
+                grant,
+                envelopes: Vec::new(),
+                touched: Vec::new(),
+                replay_floor: to_u64(next_seq).saturating_sub(1),
+                event_base: to_u64(acked),
+                reset: false,
+                repeated: true,
+            });
+        }
+        let replay_floor = to_u64(next_seq).saturating_sub(1);
+        let max_event: Option<i64> =
+            tx.query_row("SELECT MAX(event_seq) FROM events WHERE device_id = ?1", [device.as_str()], |r| r.get(0))?;
+        let event_base = to_u64(max_event.unwrap_or(0)).max(to_u64(acked));
+        let reset = known.is_some() || event_base > 0;
+
+        /// An execution in flight: job, attempt, deadline, whether it is being
+        /// canceled, and the job's stored spec.
+        type InFlight = (String, u32, Option<i64>, bool, Vec<u8>);
+        let in_flight: Vec<InFlight> = {
+            let mut stmt = tx.prepare(
+                "SELECT e.job_id, e.attempt, e.deadline, (e.cancel_sent = 1 OR j.cancel_requested = 1), j.spec
+                 FROM executions e JOIN jobs j ON j.id = e.job_id
+                 WHERE e.device_id = ?1 AND e.state IN ('sent', 'accepted', 'running')
+                 ORDER BY e.envelope_seq",
+            )?;
+            let rows = stmt.query_map([device.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut envelopes = Vec::new();
+        let mut touched = Vec::new();
+        for (job, attempt, deadline, canceling, spec) in in_flight {
+            let job_id: JobId = job.parse().map_err(corrupt)?;
+            if canceling {
+                tx.execute(
+                    "UPDATE executions SET state = 'canceled', updated_at = ?4,
+                         reason = 'canceled; the device''s store was reset before it confirmed the cancel'
+                     WHERE job_id = ?1 AND device_id = ?2 AND attempt = ?3",
+                    params![job, device.as_str(), attempt, to_i64(now_ms)],
+                )?;
+                touched.push(job_id);
+                continue;
+            }
+            let seq = take_seq(&tx, device)?;
+            let deadline_ms = deadline.map_or(now_ms, to_u64);
+            let bytes = signer.run(seq, &spec, attempt, deadline_ms).map_err(StoreError::Sign)?;
+            tx.execute(
+                "UPDATE executions SET envelope_seq = ?4, envelope = ?5, updated_at = ?6
+                 WHERE job_id = ?1 AND device_id = ?2 AND attempt = ?3",
+                params![job, device.as_str(), attempt, to_i64(seq), bytes, to_i64(now_ms)],
+            )?;
+            envelopes.push(PendingEnvelope { device: device.clone(), seq, bytes });
+        }
+        let grant = signer.grant(replay_floor, event_base).map_err(StoreError::Sign)?;
+        tx.execute(
+            "UPDATE devices SET acked_event_seq = ?2, incarnation = ?3, sync_grant = ?4, synced_at = ?5,
+                 store_resets = store_resets + ?6
+             WHERE id = ?1",
+            params![
+                device.as_str(),
+                to_i64(event_base),
+                incarnation.as_bytes().as_slice(),
+                grant,
+                to_i64(now_ms),
+                i64::from(reset)
+            ],
+        )?;
+        if reset {
+            let detail = serde_json::json!({
+                "device": device.as_str(), "incarnation": incarnation.to_hex(), "replay_floor": replay_floor,
+                "event_base": event_base, "signed_again": envelopes.len(), "canceled": touched.len(),
+            });
+            audit_in(&tx, "serve", "device.store_reset", &detail.to_string(), now_ms)?;
+        }
+        tx.commit()?;
+        Ok(Resync { grant, envelopes, touched, replay_floor, event_base, reset, repeated: false })
+    }
+
     // ----- events --------------------------------------------------------------------
 
     /// Records a verified event and applies it to its execution, in one transaction:
@@ -1346,6 +1506,16 @@ fn read_device(row: &rusqlite::Row<'_>) -> Result<DeviceRow> {
         depths: match (row.get::<_, Option<u32>>(9)?, row.get::<_, Option<u32>>(10)?, row.get::<_, Option<i64>>(11)?) {
             (Some(queue), Some(outbox), Some(at)) => Some(Depths { queue, outbox, at_ms: to_u64(at) }),
             _ => None,
+        },
+        store: DeviceStore {
+            incarnation: row
+                .get::<_, Option<Vec<u8>>>(12)?
+                .map(|bytes| {
+                    <[u8; 16]>::try_from(bytes.as_slice()).map(Incarnation).map_err(|_| corrupt("incarnation"))
+                })
+                .transpose()?,
+            synced_at_ms: row.get::<_, Option<i64>>(13)?.map(to_u64),
+            resets: to_u64(row.get(14)?),
         },
     })
 }

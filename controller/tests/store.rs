@@ -290,3 +290,103 @@ fn a_batch_commits_as_one_and_a_failed_operation_rolls_back_alone() {
     assert_eq!(reader.devices().unwrap().len(), 3);
     store.commit_batch().unwrap(); // nothing open: a no-op
 }
+
+/// Signs nothing real: the store only keeps the bytes it is given.
+struct MarkSigner;
+
+impl fleet_controller::store::ResyncSigner for MarkSigner {
+    fn grant(&mut self, replay_floor: u64, event_base: u64) -> Result<Vec<u8>, String> {
+        Ok(format!("grant {replay_floor} {event_base}").into_bytes())
+    }
+    fn run(&mut self, seq: u64, _spec: &[u8], attempt: u32, deadline_ms: u64) -> Result<Vec<u8>, String> {
+        Ok(format!("run seq {seq} attempt {attempt} until {deadline_ms}").into_bytes())
+    }
+}
+
+#[test]
+fn a_store_reset_raises_the_floor_rebases_events_and_signs_what_is_in_flight_again() {
+    let dir = temp();
+    let mut store = Store::open(&dir.path().join("fleet.db")).unwrap();
+    add_device(&mut store, "gw-1", "");
+    let gw = device_id("gw-1");
+    let done = add_job(&mut store, 1, Target::All, &["gw-1"], RolloutParams::default());
+    let running = add_job(&mut store, 2, Target::All, &["gw-1"], RolloutParams::default());
+    let canceling = add_job(&mut store, 3, Target::All, &["gw-1"], RolloutParams::default());
+    let queued = add_job(&mut store, 4, Target::All, &["gw-1"], RolloutParams::default());
+    for (job, at) in [(done, 10), (running, 11), (canceling, 12)] {
+        store.send_execution(&job, &gw, 1, at, 5_000, |seq| Ok(vec![seq as u8])).unwrap().unwrap();
+    }
+    // The device finished the first, started the second (events 1 to 5), then lost its
+    // store; the operator asked to cancel the third.
+    for (seq, job, kind) in [
+        (1, done, EventKind::Accepted),
+        (2, done, EventKind::Succeeded(RunReport::default())),
+        (3, running, EventKind::Accepted),
+        (4, running, EventKind::Started),
+        (5, canceling, EventKind::Accepted),
+    ] {
+        ingest_event(&mut store, "gw-1", &event("gw-1", job, 1, seq, kind), 20).unwrap();
+    }
+    store.request_cancel(&canceling, "tester", 21).unwrap();
+
+    let incarnation = fleet_schemas::Incarnation([9; 16]);
+    let resync = store.resync_device(&gw, &incarnation, 30, &mut MarkSigner).unwrap();
+    assert!(resync.reset && !resync.repeated);
+    assert_eq!((resync.replay_floor, resync.event_base), (3, 5));
+    assert_eq!(resync.grant, b"grant 3 5");
+    // The running execution is signed again above the floor (same attempt, same
+    // deadline); the queued one waits for its turn, the finished one is left alone.
+    assert_eq!(resync.envelopes.len(), 1);
+    assert_eq!(
+        (resync.envelopes[0].seq, resync.envelopes[0].bytes.as_slice()),
+        (4, &b"run seq 4 attempt 1 until 5000"[..])
+    );
+    let row = &store.executions(&running).unwrap()[0];
+    assert_eq!((row.state, row.envelope_seq), (ExecState::Running, Some(4)));
+    assert_eq!(store.executions(&done).unwrap()[0].state, ExecState::Succeeded);
+    assert_eq!(store.executions(&queued).unwrap()[0].state, ExecState::Queued);
+    // The one being canceled ends canceled: the new store never heard of it.
+    assert_eq!(resync.touched, vec![canceling]);
+    let row = &store.executions(&canceling).unwrap()[0];
+    assert_eq!(row.state, ExecState::Canceled);
+    assert!(row.reason.as_deref().unwrap().contains("store was reset"), "{:?}", row.reason);
+    // Events are acknowledged through the base, and the next one (6) is recorded.
+    assert_eq!(store.acked_through(&gw).unwrap(), 5);
+    let next =
+        ingest_event(&mut store, "gw-1", &event("gw-1", running, 1, 6, EventKind::Succeeded(RunReport::default())), 40)
+            .unwrap();
+    assert!(!next.outcome.duplicate);
+    assert_eq!(next.outcome.transition, Some((ExecState::Running, ExecState::Succeeded)));
+    assert_eq!(next.outcome.acked_through, 6);
+
+    // The same request again (QoS 1): the same grant, nothing signed or changed.
+    let again = store.resync_device(&gw, &incarnation, 50, &mut MarkSigner).unwrap();
+    assert!(again.repeated && again.envelopes.is_empty());
+    assert_eq!(again.grant, resync.grant);
+    assert_eq!(store.device("gw-1").unwrap().unwrap().next_seq, 5);
+    let recorded = store.device("gw-1").unwrap().unwrap().store;
+    assert_eq!((recorded.incarnation, recorded.resets, recorded.synced_at_ms), (Some(incarnation), 1, Some(30)));
+    let audit = store.audit_log(10).unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "device.store_reset").count(), 1);
+}
+
+#[test]
+fn a_new_devices_first_sync_is_not_a_reset() {
+    let dir = temp();
+    let mut store = Store::open(&dir.path().join("fleet.db")).unwrap();
+    add_device(&mut store, "gw-1", "");
+    let gw = device_id("gw-1");
+    // A job pushed before the device ever came online: its envelope is signed again.
+    let job = add_job(&mut store, 1, Target::All, &["gw-1"], RolloutParams::default());
+    store.send_execution(&job, &gw, 1, 10, 5_000, |seq| Ok(vec![seq as u8])).unwrap().unwrap();
+    let resync = store.resync_device(&gw, &fleet_schemas::Incarnation([1; 16]), 20, &mut MarkSigner).unwrap();
+    assert!(!resync.reset);
+    assert_eq!((resync.replay_floor, resync.event_base), (1, 0));
+    assert_eq!(resync.envelopes.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(store.device("gw-1").unwrap().unwrap().store.resets, 0);
+    assert!(store.audit_log(10).unwrap().iter().all(|a| a.action != "device.store_reset"));
+    assert!(matches!(
+        store.resync_device(&device_id("gw-9"), &fleet_schemas::Incarnation([1; 16]), 20, &mut MarkSigner),
+        Err(StoreError::NoDevice(_))
+    ));
+}

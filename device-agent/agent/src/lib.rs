@@ -116,14 +116,22 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
 
     let store = Store::open(state_dir)?;
     let recovered = store.recover()?;
-    info!(
-        device = %settings.device.device_id,
-        state_dir = %state_dir.display(),
-        queued = recovered.executions.len(),
-        outbox = recovered.outbox.len(),
-        last_seq = recovered.replay.last_seq,
-        "store recovered"
-    );
+    if recovered.incarnation.is_none() && !recovered.has_state() {
+        warn!(
+            device = %settings.device.device_id,
+            state_dir = %state_dir.display(),
+            "the store is new (a first start, or a store that was reset): it syncs with the controller before it runs anything"
+        );
+    } else {
+        info!(
+            device = %settings.device.device_id,
+            state_dir = %state_dir.display(),
+            queued = recovered.executions.len(),
+            outbox = recovered.outbox.len(),
+            last_seq = recovered.replay.last_seq,
+            "store recovered"
+        );
+    }
     let mut agent_config = settings.agent_config()?;
     let inference = Inference::start(settings.onnxruntime.as_ref(), agent_config.capabilities.gpu.as_ref())
         .map_err(AgentError::Inference)?;

@@ -257,8 +257,17 @@ impl Settings {
             capabilities: self.capabilities(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             tuning: self.tuning,
+            fresh_incarnation: fresh_incarnation()?,
         })
     }
+}
+
+/// 16 random bytes: the incarnation of the store, should it turn out to be new.
+fn fresh_incarnation() -> Result<fleet_schemas::Incarnation, SettingsError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SettingsError::Identity(format!("no randomness from the operating system: {e}")))?;
+    Ok(fleet_schemas::Incarnation(bytes))
 }
 
 /// `agent.json` holds the device's signing key seed and broker password; `fleetctl`

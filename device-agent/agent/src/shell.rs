@@ -238,5 +238,18 @@ fn log_notice(notice: &Notice) {
         Notice::UnknownExecution(key) => debug!(job = %key.job_id, "finished execution unknown to the core"),
         Notice::IgnoredTopic => debug!("message on an unknown topic ignored"),
         Notice::EventNotEncoded => error!("an event could not be encoded and was not stored"),
+        Notice::EnvelopeBeforeSync => {
+            info!("envelope dropped: the store is new and not yet synced (the controller sends it again)")
+        }
+        Notice::SyncRequested => {
+            info!("the store is new: asked the controller where it stands; nothing runs until it answers")
+        }
+        Notice::Synced { replay_floor, event_base } => warn!(
+            replay_floor,
+            event_base,
+            "store synced with the controller: envelopes up to the floor are refused, events numbered after the base"
+        ),
+        Notice::SyncRefused(reason) => warn!(%reason, "sync grant refused"),
+        Notice::SyncForAnotherIncarnation => debug!("sync grant for another incarnation of this store ignored"),
     }
 }

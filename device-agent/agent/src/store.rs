@@ -29,6 +29,7 @@
 //! | `assemblies` | module hash | a partly fetched module's `ChunkAssembler` |
 //! | `module_chunks` | module hash, offset | the module's bytes, one row per chunk |
 //! | `modules` | module hash | marks a module complete |
+//! | `incarnation` | one row | the store's incarnation, set once it is synced |
 //!
 //! Module bytes live in the database, one row per chunk, so that a chunk and the
 //! assembler state that accounts for it commit together: there is no file that can be
@@ -37,7 +38,7 @@
 use std::path::{Path, PathBuf};
 
 use fleet_agent_core::{HistoryEntry, OutboxEvent, Recovered, StoreOp, StoredExecution, StoredKeys};
-use fleet_schemas::{ChunkAssembler, DeviceId, Digest, ExecutionKey, JobId, ReplayState};
+use fleet_schemas::{ChunkAssembler, DeviceId, Digest, ExecutionKey, Incarnation, JobId, ReplayState};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,6 +72,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (hash, offset)
     ) WITHOUT ROWID;
     CREATE TABLE modules (hash BLOB PRIMARY KEY) WITHOUT ROWID;",
+    // 2: the store's incarnation (a store without one is new: it syncs before it runs
+    // anything, fleet_schemas::sync).
+    "CREATE TABLE incarnation (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL);",
 ];
 
 /// Why the store failed. Any of these while applying a batch stops the agent: the core
@@ -216,7 +220,17 @@ impl Store {
             .map(|bytes| digest(bytes, "modules"))
             .collect::<Result<Vec<_>, _>>()?;
 
-        Ok(Recovered { replay, keys, executions, history, outbox, acked_through, assemblies, modules })
+        let incarnation = conn
+            .query_row("SELECT value FROM incarnation WHERE id = 1", [], |row| row.get::<_, Vec<u8>>(0))
+            .optional()?
+            .map(|bytes| {
+                <[u8; 16]>::try_from(bytes.as_slice())
+                    .map(Incarnation)
+                    .map_err(|_| StoreError::Corrupt { table: "incarnation" })
+            })
+            .transpose()?;
+
+        Ok(Recovered { replay, keys, executions, history, outbox, acked_through, assemblies, modules, incarnation })
     }
 
     /// The bytes of a complete module, or `None` if the store does not hold it. The
@@ -332,6 +346,10 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
             tx.prepare_cached("DELETE FROM assemblies WHERE hash = ?1")?.execute([hash])?;
             tx.prepare_cached("DELETE FROM module_chunks WHERE hash = ?1")?.execute([hash])?;
             tx.prepare_cached("DELETE FROM modules WHERE hash = ?1")?.execute([hash])?;
+        }
+        StoreOp::SetIncarnation(incarnation) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO incarnation (id, value) VALUES (1, ?1)")?
+                .execute([incarnation.as_bytes().as_slice()])?;
         }
     }
     Ok(())

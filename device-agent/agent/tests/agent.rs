@@ -435,3 +435,41 @@ fn a_config_asking_for_tls_it_cannot_honour_stops_the_agent() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     world.seen(|s| assert!(s.statuses.iter().all(|st| st.state != Presence::Online)));
 }
+
+/// A gateway whose state directory is wiped (a reinstall, a new SD card) comes back as
+/// a new store: it syncs with the controller before it runs anything, then refuses the
+/// envelope it already ran as a replay, and its next result is numbered after every
+/// event the controller has, so it is recorded, not dropped as a duplicate.
+#[test]
+fn a_wiped_state_directory_syncs_refuses_what_it_ran_and_loses_no_result() {
+    let mut world = World::start(Options::default());
+    let agent = world.spawn_agent();
+    world.wait_online();
+    let (first, ran) = world.run_envelope(&hello());
+    world.push_bytes(ran.clone());
+    world.wait_for("the first job's events, acknowledged", |s| s.finished(first.job_id) && s.acked_through == 3);
+    assert!(agent.terminate());
+
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    let _agent = world.spawn_agent();
+    world.wait_online();
+    assert!(world.agent_log().contains("the store is new"), "{}", world.agent_log());
+    world.seen(|s| assert_eq!((s.grants, s.base), (2, 3), "one grant per new store; base = the events recorded"));
+
+    // The envelope it ran before the wipe, still valid: a replay now.
+    world.push_bytes(ran);
+    let second = world.push(&hello());
+    world.wait_for("the second job's result", |s| s.finished(second.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let refused: Vec<_> = s.events.values().filter(|e| e.event_seq > 3 && e.key.job_id == first.job_id).collect();
+        assert!(
+            matches!(refused.as_slice(), [e] if matches!(e.kind, EventKind::Rejected { reason: Rejection::Replayed { .. } })),
+            "{refused:?}"
+        );
+        let terminal = s.terminal(&second);
+        assert!(matches!(terminal.as_slice(), [e] if matches!(e.kind, EventKind::Succeeded(_)) && e.event_seq > 3));
+        // Every event from 1 on arrived exactly once and was acknowledged.
+        assert_eq!(s.contiguous_through(), 7);
+    });
+}

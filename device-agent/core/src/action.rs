@@ -108,4 +108,21 @@ pub enum Notice {
     UnknownExecution(ExecutionKey),
     /// An event could not be encoded and was not stored (should not happen).
     EventNotEncoded,
+    /// An envelope arrived while the store is new and not yet synced: dropped (the
+    /// controller signs every execution still in flight again after the grant).
+    EnvelopeBeforeSync,
+    /// A sync request went out: the store is new, nothing runs until the grant.
+    SyncRequested,
+    /// The controller's sync grant was applied: the store is synced.
+    Synced {
+        /// Envelopes at or below this seq are refused from now on.
+        replay_floor: u64,
+        /// Events are numbered from here + 1.
+        event_base: u64,
+    },
+    /// A sync grant failed verification.
+    SyncRefused(Rejection),
+    /// A sync grant for another incarnation of this device's store (an old one, or one
+    /// answering a request this store did not make): ignored.
+    SyncForAnotherIncarnation,
 }

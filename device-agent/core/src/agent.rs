@@ -11,10 +11,12 @@
 //! Events are only ever published in step 4, from the outbox, after every batch of the
 //! call: an event is stored before it is published by construction.
 //!
-//! The handlers live in two child modules: `orders` (envelopes and finished executions:
-//! the execution lifecycle) and `trust` (event acks and key rotations).
+//! The handlers live in three child modules: `orders` (envelopes and finished
+//! executions: the execution lifecycle), `trust` (event acks and key rotations) and
+//! `sync` (a new store learning where it stands before anything runs).
 
 mod orders;
+mod sync;
 mod trust;
 
 use alloc::boxed::Box;
@@ -22,9 +24,10 @@ use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use fleet_schemas::signed::is_signed;
 use fleet_schemas::{
-    Digest, EVENT_VERSION, EventKind, ExecutionEvent, ExecutionKey, JobSpec, KeyRing, ModuleSource, Presence,
-    ReplayState, Topic, Trusted, TrustedKey,
+    Digest, EVENT_VERSION, EventKind, ExecutionEvent, ExecutionKey, Incarnation, JobSpec, KeyRing, ModuleSource,
+    Presence, ReplayState, SyncGrant, Topic, Trusted, TrustedKey,
 };
 
 use crate::action::{Action, Notice, Publish, QoS};
@@ -54,6 +57,23 @@ pub struct AgentCore {
     fetch: Fetcher,
     link_up: bool,
     status: StatusTracker,
+    /// The store's incarnation (the fresh one, for a new store not yet synced).
+    incarnation: Incarnation,
+    sync: SyncState,
+    /// Store ops the core owes from its construction (the incarnation of a store written
+    /// before incarnations existed), persisted first thing in the next `handle`.
+    owed: Vec<StoreOp>,
+}
+
+/// Whether the store knows where it stands (`fleet_schemas::sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncState {
+    /// The store has its incarnation: envelopes are judged as usual.
+    Synced,
+    /// A new store, waiting for the controller's grant: nothing is accepted, a sync
+    /// request goes out (again every `resend_after_ms`). `requested_at` is when it was
+    /// last sent on this link (`None`: not yet).
+    Waiting { requested_at: Option<u64> },
 }
 
 /// This device's topic names, built once.
@@ -89,7 +109,18 @@ impl AgentCore {
             keys: config.topics.keys(),
         };
         let history_len = usize::try_from(config.tuning.history_len).unwrap_or(usize::MAX);
+        let fresh = config.fresh_incarnation;
+        let (incarnation, sync, owed) = match recovered.incarnation {
+            Some(incarnation) => (incarnation, SyncState::Synced, Vec::new()),
+            // Written before incarnations: it never lost its counters, so it keeps them,
+            // and takes an incarnation now.
+            None if recovered.has_state() => (fresh, SyncState::Synced, alloc::vec![StoreOp::SetIncarnation(fresh)]),
+            None => (fresh, SyncState::Waiting { requested_at: None }, Vec::new()),
+        };
         Ok(Self {
+            incarnation,
+            sync,
+            owed,
             own,
             keys,
             rotation_seq,
@@ -108,6 +139,7 @@ impl AgentCore {
     /// Handles one input; returns the actions to perform, in order.
     pub fn handle(&mut self, input: Input<'_>, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
+        commit(core::mem::take(&mut self.owed), &mut out);
         match input {
             Input::LinkUp => self.on_link_up(&mut out),
             Input::LinkDown => self.on_link_down(),
@@ -122,6 +154,7 @@ impl AgentCore {
         }
         self.pump(now, &mut out);
         self.publish_status(now, &mut out);
+        self.request_sync(now, &mut out);
         self.publish_events(now, &mut out);
         out
     }
@@ -171,8 +204,23 @@ impl AgentCore {
         self.link_up
     }
 
+    /// Whether the store knows where it stands; a new store waits for the controller's
+    /// sync grant before it accepts anything.
+    pub fn is_synced(&self) -> bool {
+        self.sync == SyncState::Synced
+    }
+
+    /// The store's incarnation (for a new store not yet synced, the one its request
+    /// names).
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
     fn on_link_up(&mut self, out: &mut Vec<Action>) {
         self.link_up = true;
+        if let SyncState::Waiting { requested_at } = &mut self.sync {
+            *requested_at = None;
+        }
         self.outbox.link_lost();
         self.fetch.link_lost();
         self.status.link_up();
@@ -191,7 +239,15 @@ impl AgentCore {
         let mut step = Step::default();
         let me = self.config.device_id.as_str();
         match self.config.topics.parse(topic) {
-            Some(Topic::DeviceJobs(id)) if id == me => self.on_envelope(payload, now, &mut step),
+            Some(Topic::DeviceJobs(id)) if id == me => {
+                if is_signed::<SyncGrant>(payload) {
+                    self.on_sync_grant(payload, &mut step);
+                } else if self.is_synced() {
+                    self.on_envelope(payload, now, &mut step);
+                } else {
+                    step.after.push(Action::Notice(Notice::EnvelopeBeforeSync));
+                }
+            }
             Some(Topic::DeviceAcks(id)) if id == me => self.on_event_ack(payload, &mut step),
             Some(Topic::Keys) => self.on_rotation(payload, &mut step),
             Some(Topic::ModuleChunk { .. }) => {

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use fleet_schemas::status::GpuInfo;
-use fleet_schemas::{DeviceId, KeyRing, RuntimeClass, SigningKey, Topics, Trusted};
+use fleet_schemas::{DeviceId, Incarnation, KeyRing, RuntimeClass, SigningKey, Topics, Trusted};
 
 /// The device's identity and trust anchors.
 pub struct AgentConfig {
@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub agent_version: String,
     /// Limits and timers.
     pub tuning: Tuning,
+    /// Fresh randomness from this start (16 bytes from the operating system, or a
+    /// board's TRNG): the incarnation of the store if the store turns out to be new.
+    /// Only its uniqueness matters, not its secrecy.
+    pub fresh_incarnation: Incarnation,
 }
 
 /// What a device offers jobs: checked against each job's requirements.

@@ -19,12 +19,18 @@ pub(crate) const LOGS_TRUNCATED: &str = "[fleet-agent: logs dropped, the event w
 /// Room for the length prefixes that shrinking changes.
 const SLACK: usize = 32;
 
+/// Signs a message with the device's key and returns its wire bytes; `None` only if
+/// the value cannot be encoded (not expected).
+pub(crate) fn sign_message<T: fleet_schemas::Signable>(value: &T, key: &SigningKey) -> Option<Vec<u8>> {
+    SignedMessage::sign(value, key).ok()?.to_bytes().ok()
+}
+
 /// Signs `event` and returns its wire bytes, shrinking its report if it would be over
 /// the size limit. `None` only if the value cannot be encoded (not expected).
 pub(crate) fn sign_event(mut event: ExecutionEvent, key: &SigningKey) -> Option<Vec<u8>> {
     // Each round removes the excess from one field; three fields, so four rounds.
     for _ in 0..4 {
-        let bytes = SignedMessage::sign(&event, key).ok()?.to_bytes().ok()?;
+        let bytes = sign_message(&event, key)?;
         let Some(excess) = bytes.len().checked_sub(MAX_EVENT_BYTES).filter(|e| *e > 0) else {
             return Some(bytes);
         };

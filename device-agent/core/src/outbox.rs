@@ -67,6 +67,16 @@ impl Outbox {
         Some(through_seq)
     }
 
+    /// The controller has every event of this device through `base` (a new store's
+    /// sync grant): number from `base + 1`, and take no ack at or below `base` as
+    /// covering anything. Only an empty outbox is rebased; the core never emits before
+    /// it is synced.
+    pub(crate) fn rebase(&mut self, base: u64) {
+        self.acked_through = self.acked_through.max(base);
+        self.published_through = self.published_through.max(base);
+        self.next_seq = self.next_seq.max(base.saturating_add(1));
+    }
+
     /// The link went down: everything must be published again once it is back.
     pub(crate) fn link_lost(&mut self) {
         for entry in self.entries.values_mut() {

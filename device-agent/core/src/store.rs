@@ -18,10 +18,15 @@
 //! | outbox | event seq | [`StoreOp::PutEvent`], [`StoreOp::AckEvents`] |
 //! | acked-through | (one row) | [`StoreOp::AckEvents`] |
 //! | modules | module hash | [`StoreOp::SetAssembly`], [`StoreOp::WriteChunk`], [`StoreOp::ModuleComplete`], [`StoreOp::DiscardModule`] |
+//! | incarnation | (one row) | [`StoreOp::SetIncarnation`] |
+//!
+//! A store without an incarnation is new (a device's first start, or a store that came
+//! back empty): the core runs nothing until the controller's sync grant has told it
+//! where it stands, and then stores the incarnation (`fleet_schemas::sync`).
 
 use alloc::vec::Vec;
 
-use fleet_schemas::{ChunkAssembler, Digest, ExecutionKey, JobId, JobSpec, ReplayState, TrustedKey};
+use fleet_schemas::{ChunkAssembler, Digest, ExecutionKey, Incarnation, JobId, JobSpec, ReplayState, TrustedKey};
 use serde::{Deserialize, Serialize};
 
 /// One write to the store. A batch of them is applied atomically.
@@ -69,6 +74,10 @@ pub enum StoreOp {
     ModuleComplete(Digest),
     /// Drop a module, complete or partial, with its assembly state.
     DiscardModule(Digest),
+    /// The store's incarnation: set once, when the controller's sync grant has been
+    /// applied (or, for a store written before incarnations, at its first start). Last
+    /// of the variants, so that journals written before it decode as they did.
+    SetIncarnation(Incarnation),
 }
 
 /// A queued (or running) execution as stored.
@@ -143,4 +152,21 @@ pub struct Recovered {
     pub assemblies: Vec<ChunkAssembler>,
     /// Hashes of the complete modules the shell has (fetched, or cached by other means).
     pub modules: Vec<Digest>,
+    /// The store's incarnation; `None` for a new store.
+    pub incarnation: Option<Incarnation>,
+}
+
+impl Recovered {
+    /// Whether the store holds anything the core wrote (a store written before
+    /// incarnations existed has state but no incarnation; a new store has neither).
+    pub fn has_state(&self) -> bool {
+        self.replay != ReplayState::default()
+            || self.keys.is_some()
+            || !self.executions.is_empty()
+            || !self.history.is_empty()
+            || !self.outbox.is_empty()
+            || self.acked_through > 0
+            || !self.assemblies.is_empty()
+            || !self.modules.is_empty()
+    }
 }

@@ -11,16 +11,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_broker::{Authenticator, BrokerConfig, Identity, RunningBroker};
 use fleet_schemas::golden::{CONTROLLER_SEED, DEVICE_ID, DEVICE_SEED};
-use fleet_schemas::signed::public_key_of;
+use fleet_schemas::signed::{is_signed, public_key_of};
 use fleet_schemas::status::from_json;
 use fleet_schemas::{
     ACK_VERSION, DeviceId, DeviceStatus, ENVELOPE_VERSION, Envelope, EventAck, ExecutionEvent, JobId, JobSpec, Limits,
-    ModuleSource, Order, Requirements, SignedMessage, SigningKey, Topics, VerifyingKey, verify_event,
+    ModuleSource, Order, Requirements, SYNC_VERSION, SignedMessage, SigningKey, SyncGrant, SyncRequest, Topics,
+    VerifyingKey, verify_event, verify_sync_request,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -55,6 +57,21 @@ pub enum Received {
     Forged(String),
     /// A status document.
     Status(DeviceStatus),
+    /// The device's new store asked where it stands and was granted: replay floor and
+    /// event base (the grant is out, ahead of anything published after this).
+    Synced {
+        /// The grant's replay floor.
+        replay_floor: u64,
+        /// The grant's event base.
+        event_base: u64,
+    },
+}
+
+/// Whether the device is online and its store synced: what is sent from now on is
+/// judged, not dropped.
+pub fn ready(received: &[Received]) -> bool {
+    received.iter().any(|r| matches!(r, Received::Status(s) if s.state == fleet_schemas::Presence::Online))
+        && received.iter().any(|r| matches!(r, Received::Synced { .. }))
 }
 
 /// The broker and the controller. Dropping it stops both.
@@ -68,7 +85,9 @@ pub struct Fleet {
     controller: SigningKey,
     me: DeviceId,
     topics: Topics,
-    next_seq: u64,
+    /// The next envelope seq, shared with the task that answers sync requests (the
+    /// floor it grants is the seq before it).
+    next_seq: Arc<AtomicU64>,
     /// The broker's port on 127.0.0.1.
     pub port: u16,
 }
@@ -104,7 +123,15 @@ impl Fleet {
         let (subscribed_tx, subscribed) = channel();
         let events_topic = topics.device_events(&me);
         let status_topic = topics.device_status(&me);
-        runtime.spawn(drive(eventloop, tx, subscribed_tx, events_topic.clone(), me.clone(), device_key));
+        let next_seq = Arc::new(AtomicU64::new(1));
+        let answer = Answer {
+            client: client.clone(),
+            controller: SigningKey::from_bytes(&CONTROLLER_SEED),
+            jobs_topic: topics.device_jobs(&me),
+            next_seq: next_seq.clone(),
+            max_event_seq: 0,
+        };
+        runtime.spawn(drive(eventloop, tx, subscribed_tx, events_topic.clone(), me.clone(), device_key, answer));
         for topic in [&events_topic, &status_topic] {
             runtime
                 .block_on(client.subscribe(topic.as_str(), QoS::AtLeastOnce))
@@ -122,7 +149,7 @@ impl Fleet {
             controller: SigningKey::from_bytes(&CONTROLLER_SEED),
             me,
             topics,
-            next_seq: 1,
+            next_seq,
             port,
         }
     }
@@ -150,10 +177,9 @@ impl Fleet {
             issued_at: now,
             not_after: now + 3600,
             device_id: self.me.clone(),
-            seq: self.next_seq,
+            seq: self.next_seq.fetch_add(1, Ordering::SeqCst),
             order: Order::Run { attempt: 1, job: Box::new(job) },
         };
-        self.next_seq += 1;
         let signed = SignedMessage::sign(&envelope, &self.controller).and_then(|s| s.to_bytes());
         signed.unwrap_or_else(|e| panic!("cannot sign the envelope: {e:?}"))
     }
@@ -232,7 +258,43 @@ impl Drop for Fleet {
     }
 }
 
-/// Drives the controller's event loop; forwards SUBACKs, verified events and statuses.
+/// What the controller needs to answer a sync request as the real one does.
+struct Answer {
+    client: AsyncClient,
+    controller: SigningKey,
+    jobs_topic: String,
+    next_seq: Arc<AtomicU64>,
+    max_event_seq: u64,
+}
+
+impl Answer {
+    /// Grants the floor (every seq signed so far) and the base (every event seen), and
+    /// publishes the grant on the device's jobs topic.
+    async fn grant(&mut self, me: &DeviceId, incarnation: fleet_schemas::Incarnation) -> Received {
+        let (key_id, _) = public_key_of(&self.controller);
+        let replay_floor = self.next_seq.load(Ordering::SeqCst) - 1;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let grant = SyncGrant {
+            version: SYNC_VERSION,
+            key_id,
+            device_id: me.clone(),
+            incarnation,
+            replay_floor,
+            issued_at: now,
+            event_base: self.max_event_seq,
+        };
+        let bytes = SignedMessage::sign(&grant, &self.controller).and_then(|s| s.to_bytes());
+        let bytes = bytes.unwrap_or_else(|e| panic!("cannot sign the grant: {e:?}"));
+        self.client
+            .publish(self.jobs_topic.as_str(), QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap_or_else(|e| panic!("cannot publish the grant: {e}"));
+        Received::Synced { replay_floor, event_base: self.max_event_seq }
+    }
+}
+
+/// Drives the controller's event loop; forwards SUBACKs, verified events and statuses,
+/// and answers sync requests.
 async fn drive(
     mut eventloop: rumqttc::EventLoop,
     tx: Sender<Received>,
@@ -240,6 +302,7 @@ async fn drive(
     events_topic: String,
     me: DeviceId,
     device_key: VerifyingKey,
+    mut answer: Answer,
 ) {
     loop {
         match eventloop.poll().await {
@@ -247,9 +310,17 @@ async fn drive(
                 let _ = subscribed.send(());
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let received = if publish.topic == events_topic {
+                let received = if publish.topic == events_topic && is_signed::<SyncRequest>(&publish.payload) {
+                    match verify_sync_request(&publish.payload, &me, &device_key) {
+                        Ok(request) => answer.grant(&me, request.incarnation).await,
+                        Err(e) => Received::Forged(format!("sync request: {e:?}")),
+                    }
+                } else if publish.topic == events_topic {
                     match verify_event(&publish.payload, &me, &device_key) {
-                        Ok(event) => Received::Event(event, publish.payload.to_vec()),
+                        Ok(event) => {
+                            answer.max_event_seq = answer.max_event_seq.max(event.event_seq);
+                            Received::Event(event, publish.payload.to_vec())
+                        }
                         Err(e) => Received::Forged(format!("{e:?}")),
                     }
                 } else {

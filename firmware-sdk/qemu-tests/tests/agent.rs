@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use fleet_firmware_qemu_tests::board::{Board, agent_command};
-use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received};
+use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received, ready};
 use fleet_firmware_qemu_tests::provision::{golden_device, write_flash};
 use fleet_firmware_qemu_tests::proxy::Proxy;
 use fleet_firmware_qemu_tests::{firmware, qemu_command, scratch_dir};
-use fleet_schemas::{EventKind, ExecutionEvent, ExecutionKey, Presence};
+use fleet_schemas::{EventKind, ExecutionEvent, ExecutionKey, Presence, Rejection};
 
 /// Boot, journal replay, connect (QEMU's chardev connects asynchronously, so the
 /// first CONNECT may be lost and retried).
@@ -62,7 +62,7 @@ fn runs_a_signed_hello_job_and_reports_device_signed_events() {
     let mut fleet = Fleet::start();
     write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
     let mut board = start_board(&fleet, &dir);
-    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
 
     let job = Fleet::job(1, fleet_example_jobs::HELLO, &[], 0);
     let envelope = fleet.envelope(job);
@@ -106,7 +106,7 @@ fn a_power_cut_mid_job_ends_in_exactly_one_terminal_event() {
     let mut fleet = Fleet::start();
     write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
     let mut board = start_board(&fleet, &dir);
-    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
 
     // A job that runs for a few seconds on the emulated board, so the power can be cut
     // while it runs.
@@ -157,7 +157,7 @@ fn after_the_link_drops_the_device_logs_in_again_and_runs_what_was_queued_meanwh
     let proxy = Proxy::start(fleet.port);
     write_flash(&dir, &golden_device(DEVICE_PASSWORD, proxy.port));
     let mut board = Board::start(agent_command(&firmware("agent"), &dir, proxy.port));
-    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
 
     proxy.cut();
     let offline = |r: &[Received]| matches!(r.last(), Some(Received::Status(s)) if s.state == Presence::Offline);
@@ -214,7 +214,7 @@ fn many_jobs_in_a_row_do_not_grow_the_heap() {
     let mut fleet = Fleet::start();
     write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
     let mut board = start_board(&fleet, &dir);
-    assert!(fleet.wait_until(BOOT, online), "the device never said it is online\n{board}");
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
 
     for n in 1..=JOBS {
         let job = Fleet::job(100 + n, fleet_example_jobs::HELLO, &[], 0);
@@ -239,5 +239,53 @@ fn many_jobs_in_a_row_do_not_grow_the_heap() {
     eprintln!("heap in use after each job: {used:?}");
     assert_eq!(used.len(), usize::from(JOBS), "one heap line per job\n{board}");
     assert!(used[used.len() - 1] <= used[1] + SLACK, "the heap grows with every job: {used:?}\n{board}");
+    board.kill();
+}
+
+#[test]
+fn an_erased_store_syncs_refuses_the_envelope_it_ran_and_reports_past_the_old_events() {
+    let dir = scratch_dir("agent-erased");
+    let mut fleet = Fleet::start();
+    let config = golden_device(DEVICE_PASSWORD, fleet.port);
+    write_flash(&dir, &config);
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
+    let ran = fleet.envelope(Fleet::job(7, fleet_example_jobs::HELLO, &[], 0));
+    fleet.send_job(ran.clone());
+    let done = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if terminal(e)));
+    assert!(fleet.wait_until(JOB, done), "no terminal event\n{board}");
+    fleet.ack(3);
+    assert!(board.wait_for("journal: events acked through 3", JOB), "{board}");
+    board.kill();
+
+    // The store partition erased (the config block kept): the board boots as new.
+    write_flash(&dir, &config);
+    let mut board = start_board(&fleet, &dir);
+    let synced_twice = |r: &[Received]| r.iter().filter(|r| matches!(r, Received::Synced { .. })).count() == 2;
+    assert!(fleet.wait_until(BOOT, synced_twice), "the erased board did not sync\n{board}");
+    let mut second = fleet.received.iter().filter_map(|r| match r {
+        Received::Synced { replay_floor, event_base } => Some((*replay_floor, *event_base)),
+        _ => None,
+    });
+    assert_eq!(second.next_back(), Some((1, 3)), "the grant: floor = the seq it ran, base = its events");
+    assert!(board.wait_for("store synced: replay floor 1, event base 3", BOOT), "{board}");
+
+    // The envelope it ran before the erase, still valid, is a replay now; a new job's
+    // events are numbered after the old ones, so the controller records them.
+    fleet.send_job(ran);
+    let next = Fleet::job(8, fleet_example_jobs::HELLO, &[], 0);
+    let next_id = next.job_id;
+    let envelope = fleet.envelope(next);
+    fleet.send_job(envelope);
+    let finished =
+        |r: &[Received]| r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == next_id && terminal(e)));
+    assert!(fleet.wait_until(JOB, finished), "the new job did not finish\n{board}");
+    let events = fleet.events();
+    let replayed = events.iter().find(|e| {
+        e.event_seq > 3 && matches!(e.kind, EventKind::Rejected { reason: Rejection::Replayed { seq: 1, .. } })
+    });
+    assert!(replayed.is_some(), "the old envelope was not refused as a replay: {events:#?}");
+    let succeeded = events.iter().find(|e| e.key.job_id == next_id && matches!(e.kind, EventKind::Succeeded(_)));
+    assert!(succeeded.is_some_and(|e| e.event_seq > 3), "{events:#?}");
     board.kill();
 }

@@ -11,6 +11,6 @@ fn golden_vectors_and_envelope_verify_on_the_board() {
     let dir = scratch_dir("golden");
     let run = run_to_end(qemu_command(&elf, &dir, "null"), Duration::from_secs(60));
     assert!(run.passed(), "the golden firmware failed on QEMU:\n{run}");
-    assert!(run.stdout.contains("golden: 15 vectors decode"), "{run}");
+    assert!(run.stdout.contains("golden: 17 vectors decode"), "{run}");
     assert!(run.stdout.contains("tampered and replayed copies refused"), "{run}");
 }

@@ -17,7 +17,7 @@ use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received};
 use fleet_firmware_qemu_tests::provision::{golden_device, write_flash};
 use fleet_firmware_qemu_tests::size::{FLASH_BUDGET, RAM_BUDGET, measure};
 use fleet_firmware_qemu_tests::{field, firmware, qemu_command, run_to_end, scratch_dir};
-use fleet_schemas::{EventKind, Presence};
+use fleet_schemas::EventKind;
 
 /// Runs `hello` on the agent image with a deterministic instruction clock; returns the
 /// heap peak line and the instruction figures.
@@ -28,8 +28,7 @@ fn agent_run() -> (String, String) {
     let mut command = agent_command(&firmware("agent"), &dir, fleet.port);
     command.args(["-icount", "shift=0"]);
     let mut board = Board::start(command);
-    let online = |r: &[Received]| r.iter().any(|r| matches!(r, Received::Status(s) if s.state == Presence::Online));
-    assert!(fleet.wait_until(Duration::from_secs(60), online), "{board}");
+    assert!(fleet.wait_until(Duration::from_secs(60), fleet_firmware_qemu_tests::fleet::ready), "{board}");
     let envelope = fleet.envelope(Fleet::job(1, fleet_example_jobs::HELLO, &[], 0));
     let envelope_len = envelope.len();
     fleet.send_job(envelope);

@@ -56,7 +56,7 @@ use core::ops::Range;
 
 use embedded_storage_async::nor_flash::MultiwriteNorFlash;
 use fleet_agent_core::{HistoryEntry, OutboxEvent, Recovered, StoreOp, StoredExecution, StoredKeys};
-use fleet_schemas::{ChunkAssembler, Digest, ReplayState};
+use fleet_schemas::{ChunkAssembler, Digest, Incarnation, ReplayState};
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::queue::{QueueConfig, QueueStorage};
 
@@ -146,6 +146,8 @@ pub struct Tables {
     pub assemblies: Vec<ChunkAssembler>,
     /// Module bytes, partial and complete, by hash.
     pub modules: Vec<(Digest, StoredModule)>,
+    /// The store's incarnation, once it is synced with the controller.
+    pub incarnation: Option<Incarnation>,
 }
 
 /// Replaces the row `same` finds, or adds `row`.
@@ -210,6 +212,7 @@ impl Tables {
                 self.assemblies.retain(|a| a.spec().hash != hash);
                 self.modules.retain(|(h, _)| *h != hash);
             }
+            StoreOp::SetIncarnation(incarnation) if all => self.incarnation = Some(incarnation),
             _ => {}
         }
         Ok(())
@@ -237,6 +240,7 @@ impl Tables {
             acked_through: self.acked_through,
             assemblies: self.assemblies.clone(),
             modules: self.modules.iter().filter(|(_, m)| m.complete).map(|(hash, _)| *hash).collect(),
+            incarnation: self.incarnation,
         }
     }
 
@@ -252,12 +256,14 @@ impl Tables {
             acked_through: self.acked_through,
             assemblies: self.assemblies,
             modules,
+            incarnation: self.incarnation,
         }
     }
 
     /// The ops that rebuild these tables from nothing: a checkpoint.
     fn into_checkpoint(self) -> Vec<StoreOp> {
         let mut ops = vec![StoreOp::SetReplay(self.replay)];
+        ops.extend(self.incarnation.map(StoreOp::SetIncarnation));
         ops.extend(self.keys.map(StoreOp::SetKeys));
         if self.acked_through > 0 {
             ops.push(StoreOp::AckEvents { through_seq: self.acked_through });

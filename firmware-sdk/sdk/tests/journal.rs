@@ -12,7 +12,9 @@ use common::RamFlash;
 use embassy_futures::block_on;
 use fleet_agent_core::{HistoryEntry, OutboxEvent, SeenOrder, StoreOp, StoredExecution};
 use fleet_firmware_sdk::journal::{Journal, JournalError, Tables};
-use fleet_schemas::{DeviceId, Digest, ExecutionKey, JobId, JobSpec, Limits, ModuleSource, ReplayState, Requirements};
+use fleet_schemas::{
+    DeviceId, Digest, ExecutionKey, Incarnation, JobId, JobSpec, Limits, ModuleSource, ReplayState, Requirements,
+};
 
 const PAGE: u32 = 4096;
 const MAX_MODULE: usize = 32 * 1024;
@@ -54,7 +56,9 @@ fn life(n: u8, seq: u64, first_event: u64, module_len: usize) -> Vec<Vec<StoreOp
             StoreOp::Forget { seq: seq.saturating_sub(16) },
             event(first_event + 2, 400),
         ],
-        vec![StoreOp::AckEvents { through_seq: first_event + 2 }],
+        // The incarnation rides along (set once in a real life; setting it again is
+        // harmless), so replay and compaction are checked to keep it too.
+        vec![StoreOp::AckEvents { through_seq: first_event + 2 }, StoreOp::SetIncarnation(Incarnation([n; 16]))],
     ]
 }
 

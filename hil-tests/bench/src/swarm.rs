@@ -181,6 +181,11 @@ impl SimDevice {
             agent_version: concat!("bench-", env!("CARGO_PKG_VERSION")).to_string(),
             // A benchmark fleet is quiet otherwise: no periodic status refresh inside a run.
             tuning: Tuning { status_refresh_ms: 3_600_000, ..Tuning::default() },
+            fresh_incarnation: fleet_schemas::Incarnation(fleet_controller::random_32().map_or([0; 16], |r| {
+                let mut incarnation = [0u8; 16];
+                incarnation.copy_from_slice(&r[..16]);
+                incarnation
+            })),
         };
         let core = match AgentCore::new(config, Recovered::default()) {
             Ok(core) => core,
@@ -252,11 +257,6 @@ impl SimDevice {
                     }
                     Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                         device.awaiting_subacks = device.awaiting_subacks.saturating_sub(1);
-                        if device.awaiting_subacks == 0 && !device.reported_ready {
-                            device.reported_ready = true;
-                            self.stats.ready.fetch_add(1, Ordering::Relaxed);
-                            let _ = self.ready.send(());
-                        }
                     }
                     Some(Ok(Event::Incoming(Packet::Publish(publish)))) => device.message(publish),
                     Some(Ok(_)) => {}
@@ -269,6 +269,17 @@ impl SimDevice {
                         device.feed(Input::LinkDown);
                     }
                 },
+            }
+            // Ready once subscribed and synced (a new device's store waits for the
+            // controller's grant before it takes envelopes).
+            if !device.reported_ready
+                && device.awaiting_subacks == 0
+                && device.core.is_synced()
+                && device.core.is_link_up()
+            {
+                device.reported_ready = true;
+                self.stats.ready.fetch_add(1, Ordering::Relaxed);
+                let _ = self.ready.send(());
             }
         }
         let _ = device.client.try_disconnect();

@@ -10,7 +10,7 @@ use fleet_controller::acl::mosquitto_hash;
 use fleet_controller::auth::password_hash;
 use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
 use fleet_controller::model::{DeviceKind, format_labels, parse_labels};
-use fleet_controller::store::{DeviceRow, NewDevice};
+use fleet_controller::store::{DeviceRow, DeviceStore, NewDevice};
 use fleet_controller::{random_32, unix_ms};
 use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
 use fleet_schemas::signed::public_key_of;
@@ -293,6 +293,8 @@ struct DeviceView {
     status_at_ms: Option<u64>,
     /// The queue and outbox it last reported while online, and when.
     depths: Option<fleet_controller::store::Depths>,
+    /// Its store: incarnation, last sync, resets.
+    store: DeviceStore,
     next_envelope_seq: u64,
     acked_event_seq: u64,
     created_at_ms: u64,
@@ -316,6 +318,7 @@ fn view(device: DeviceRow) -> DeviceView {
         status: device.status,
         status_at_ms: device.status_at_ms,
         depths: device.depths,
+        store: device.store,
         next_envelope_seq: device.next_seq,
         acked_event_seq: device.acked_event_seq,
         created_at_ms: device.created_at_ms,
@@ -400,6 +403,19 @@ fn show(data_dir: &Path, id: &str, json: bool) -> Outcome {
         if !status.inference.is_empty() {
             println!("inference    wasi-nn on {}", status.inference.join(", "));
         }
+    }
+    match device.store {
+        DeviceStore { incarnation: Some(incarnation), synced_at_ms, resets } => println!(
+            "store        incarnation {incarnation}, synced {}{}",
+            age(synced_at_ms, now),
+            match resets {
+                0 => String::new(),
+                n => format!(
+                    "; reset {n} time(s): events it had not delivered were lost with it, executions in flight were sent to it again"
+                ),
+            }
+        ),
+        _ => println!("store        not synced yet (never connected since provisioning)"),
     }
     println!("public key   {}", device.public_key);
     println!("envelopes    next seq {}", device.next_envelope_seq);

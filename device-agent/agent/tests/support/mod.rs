@@ -13,19 +13,20 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_agent::store::Store;
 use fleet_broker::{Authenticator, BrokerConfig, Identity, RunningBroker};
 use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed};
+use fleet_schemas::signed::is_signed;
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::status::DeviceStatus;
 use fleet_schemas::{
     ACK_VERSION, DeviceId, Digest, ENVELOPE_VERSION, Envelope, EventAck, EventKind, ExecutionEvent, ExecutionKey,
-    JobId, JobSpec, Limits, ModuleSource, Order, Requirements, RuntimeClass, SignedMessage, SigningKey, Topics,
-    TrustedKey, verify_event,
+    JobId, JobSpec, Limits, ModuleSource, Order, Requirements, RuntimeClass, SYNC_VERSION, SignedMessage, SigningKey,
+    SyncGrant, SyncRequest, Topics, TrustedKey, verify_event, verify_sync_request,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::{TcpListener, TcpStream};
@@ -89,6 +90,10 @@ pub struct Seen {
     pub statuses: Vec<DeviceStatus>,
     /// The highest seq acknowledged to the device.
     pub acked_through: u64,
+    /// Sync grants sent (one per new store).
+    pub grants: u32,
+    /// The event base of the last grant: every seq at or below it was recorded before.
+    pub base: u64,
 }
 
 impl Seen {
@@ -107,9 +112,10 @@ impl Seen {
         self.of_job(job_id).iter().any(|e| e.kind.is_terminal())
     }
 
-    /// The highest seq such that every seq from 1 to it has arrived.
+    /// The highest seq such that every seq from 1 (or the last grant's base) to it has
+    /// arrived.
     pub fn contiguous_through(&self) -> u64 {
-        let mut through = 0;
+        let mut through = self.base;
         while self.events.contains_key(&(through + 1)) {
             through += 1;
         }
@@ -133,6 +139,8 @@ struct Shared {
     seen: Mutex<Seen>,
     changed: Condvar,
     auto_ack: AtomicBool,
+    /// The next envelope seq (the floor a sync grant gives is the one before it).
+    next_seq: AtomicU64,
 }
 
 /// One device's world.
@@ -147,7 +155,6 @@ pub struct World {
     pub device_key: SigningKey,
     controller: AsyncClient,
     shared: Arc<Shared>,
-    next_seq: u64,
 }
 
 impl World {
@@ -194,6 +201,7 @@ impl World {
             seen: Mutex::new(Seen::default()),
             changed: Condvar::new(),
             auto_ack: AtomicBool::new(options.auto_ack),
+            next_seq: AtomicU64::new(1),
         });
         let topics = Topics::default();
         let controller = runtime.block_on(connect_controller(
@@ -204,19 +212,7 @@ impl World {
             device_key.verifying_key(),
             job_key.clone(),
         ));
-        Self {
-            runtime,
-            dir,
-            broker: Some(broker),
-            proxy,
-            device,
-            topics,
-            job_key,
-            device_key,
-            controller,
-            shared,
-            next_seq: 1,
-        }
+        Self { runtime, dir, broker: Some(broker), proxy, device, topics, job_key, device_key, controller, shared }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -284,12 +280,15 @@ impl World {
         }
     }
 
-    /// Waits until the agent has connected and subscribed (its online status is out).
+    /// Waits until the agent has connected and subscribed (its online status is out)
+    /// and its store is synced (a new store has had its grant), so that what is pushed
+    /// next is judged, not dropped.
     pub fn wait_online(&self) {
         let before = self.seen(|s| s.statuses.len());
         self.wait_for("the agent's online status", |s| {
             s.statuses[before..].iter().any(|st| st.state == fleet_schemas::Presence::Online)
         });
+        self.wait_for_store("an incarnation (the store synced)", |r| r.incarnation.is_some());
     }
 
     /// Turns automatic event acks on or off.
@@ -307,9 +306,7 @@ impl World {
 
     /// A fresh envelope seq.
     pub fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
+        self.shared.next_seq.fetch_add(1, Ordering::SeqCst)
     }
 
     /// Signs an envelope with every field chosen by the caller.
@@ -418,7 +415,20 @@ async fn connect_controller(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if publish.topic == events_topic {
+                    if publish.topic == events_topic && is_signed::<SyncRequest>(&publish.payload) {
+                        match verify_sync_request(&publish.payload, &device, &device_key) {
+                            Ok(request) => {
+                                let grant = grant(&shared, &job_key, &device, request.incarnation);
+                                task_client
+                                    .publish(topics.device_jobs(&device), QoS::AtLeastOnce, false, grant)
+                                    .await
+                                    .unwrap();
+                                shared.seen.lock().unwrap().grants += 1;
+                                shared.changed.notify_all();
+                            }
+                            Err(e) => shared.seen.lock().unwrap().violations.push(format!("bad sync request: {e}")),
+                        }
+                    } else if publish.topic == events_topic {
                         let ack = on_event(&shared, &publish.payload, &device, &device_key);
                         if let Some(through) = ack {
                             let payload = sign_ack(&job_key, &device, through);
@@ -442,6 +452,25 @@ async fn connect_controller(
     });
     tokio::time::timeout(HANG_GUARD, ready_rx).await.expect("hang guard: controller never subscribed").unwrap();
     client
+}
+
+/// The grant for a new store: every seq signed so far is a replay for it, and its
+/// events are numbered past every one recorded.
+fn grant(shared: &Shared, job_key: &SigningKey, device: &DeviceId, incarnation: fleet_schemas::Incarnation) -> Vec<u8> {
+    let mut seen = shared.seen.lock().unwrap();
+    let base = seen.events.keys().next_back().copied().unwrap_or(0).max(seen.base);
+    seen.base = base;
+    seen.acked_through = seen.acked_through.max(base);
+    let grant = SyncGrant {
+        version: SYNC_VERSION,
+        key_id: public_key_of(job_key).0,
+        device_id: device.clone(),
+        incarnation,
+        replay_floor: shared.next_seq.load(Ordering::SeqCst) - 1,
+        issued_at: unix_now(),
+        event_base: base,
+    };
+    SignedMessage::sign(&grant, job_key).unwrap().to_bytes().unwrap()
 }
 
 /// Records one event; returns the seq to acknowledge through, if an ack is due.

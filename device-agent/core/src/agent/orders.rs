@@ -57,7 +57,7 @@ impl AgentCore {
         }
     }
 
-    fn set_replay(&mut self, replay: ReplayState, step: &mut Step) {
+    pub(super) fn set_replay(&mut self, replay: ReplayState, step: &mut Step) {
         self.replay = replay;
         step.batch.push(StoreOp::SetReplay(replay));
     }

@@ -143,8 +143,8 @@ impl Checker {
             Tuning { queue_capacity: CAPACITY, inflight_window: 4, outbox_soft_limit: 16, ..Tuning::default() };
         Self {
             tuning,
-            core: AgentCore::new(pool().fleet.config(tuning), MemStore::default().recovered()).unwrap(),
-            store: MemStore::default(),
+            core: AgentCore::new(pool().fleet.config(tuning), MemStore::synced().recovered()).unwrap(),
+            store: MemStore::synced(),
             now: Now::new(0, Some(NOW_UNIX)),
             link_up: false,
             running: BTreeSet::new(),

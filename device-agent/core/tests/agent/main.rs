@@ -10,6 +10,7 @@
 //! | `rotation` | 7: verified rotations persisted, then used |
 //! | `chunks` | 8: chunked modules fetched, persisted, resumed, not fetched twice |
 //! | `hostile` | 9: arbitrary input never panics and never breaks the invariants (proptest) |
+//! | `resync` | 10: a new store runs nothing until the controller's grant; then old envelopes are replays and events are numbered past the old ones |
 #![allow(clippy::unwrap_used)]
 
 mod admission;
@@ -19,5 +20,6 @@ mod hostile;
 mod link;
 mod queue;
 mod recovery;
+mod resync;
 mod rotation;
 mod support;

@@ -107,12 +107,12 @@ impl World {
     fn new(crash_after: Option<usize>) -> Self {
         let fleet = Fleet::default();
         let tuning = Tuning { inflight_window: 4, ..Tuning::default() };
-        let core = AgentCore::new(fleet.config(tuning), MemStore::default().recovered()).unwrap();
+        let core = AgentCore::new(fleet.config(tuning), MemStore::synced().recovered()).unwrap();
         Self {
             fleet,
             tuning,
             core,
-            store: MemStore::default(),
+            store: MemStore::synced(),
             now: Now::new(0, Some(NOW_UNIX)),
             inbox: VecDeque::new(),
             unacked: BTreeMap::new(),

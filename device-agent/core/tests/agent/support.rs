@@ -13,9 +13,9 @@ use fleet_schemas::rotation::ROTATION_VERSION;
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::{
     ACK_VERSION, ChunkAssembler, ChunkedModule, DeviceId, Digest, ENVELOPE_VERSION, Envelope, EventAck, EventKind,
-    ExecutionEvent, ExecutionKey, GpuRequirement, JobId, JobSpec, KeyRing, KeyRotation, Limits, ModuleChunk,
-    ModuleSource, Order, ReplayState, Requirements, RunReport, RuntimeClass, SignedMessage, SigningKey, Topics,
-    Trusted, TrustedKey, verify_event,
+    ExecutionEvent, ExecutionKey, GpuRequirement, Incarnation, JobId, JobSpec, KeyRing, KeyRotation, Limits,
+    ModuleChunk, ModuleSource, Order, ReplayState, Requirements, RunReport, RuntimeClass, SYNC_VERSION, SignedMessage,
+    SigningKey, SyncGrant, Topics, Trusted, TrustedKey, verify_event,
 };
 
 pub const DEVICE: &str = "gw-001";
@@ -31,6 +31,9 @@ pub struct Fleet {
     pub me: DeviceId,
     pub topics: Topics,
     pub next_seq: u64,
+    /// Starts so far: each start's fresh incarnation is different, as the OS's
+    /// randomness would make it.
+    pub starts: std::sync::atomic::AtomicU8,
 }
 
 impl Default for Fleet {
@@ -42,6 +45,7 @@ impl Default for Fleet {
             me: DeviceId::new(DEVICE).unwrap(),
             topics: Topics::default(),
             next_seq: 1,
+            starts: std::sync::atomic::AtomicU8::new(0),
         }
     }
 }
@@ -68,7 +72,25 @@ impl Fleet {
             capabilities: Self::capabilities(),
             agent_version: "0.1.0-test".into(),
             tuning,
+            fresh_incarnation: Incarnation(
+                [self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_add(1); 16],
+            ),
         }
+    }
+
+    /// The controller's sync grant for a store of `incarnation`.
+    pub fn grant(&self, incarnation: Incarnation, replay_floor: u64, event_base: u64) -> Vec<u8> {
+        let (key_id, _) = public_key_of(&self.controller);
+        let grant = SyncGrant {
+            version: SYNC_VERSION,
+            key_id,
+            device_id: self.me.clone(),
+            incarnation,
+            replay_floor,
+            issued_at: NOW_UNIX - 30,
+            event_base,
+        };
+        SignedMessage::sign(&grant, &self.controller).unwrap().to_bytes().unwrap()
     }
 
     /// A small inline job, distinct per `n`.
@@ -196,6 +218,7 @@ pub struct MemStore {
     pub assemblies: BTreeMap<Digest, ChunkAssembler>,
     pub partial_modules: BTreeMap<Digest, Vec<u8>>,
     pub modules: BTreeMap<Digest, Vec<u8>>,
+    pub incarnation: Option<Incarnation>,
 }
 
 impl MemStore {
@@ -249,6 +272,7 @@ impl MemStore {
                     self.partial_modules.remove(&hash);
                     self.modules.remove(&hash);
                 }
+                StoreOp::SetIncarnation(incarnation) => self.incarnation = Some(incarnation),
             }
         }
     }
@@ -263,7 +287,14 @@ impl MemStore {
             acked_through: self.acked_through,
             assemblies: self.assemblies.values().copied().collect(),
             modules: self.modules.keys().copied().collect(),
+            incarnation: self.incarnation,
         }
+    }
+
+    /// A store that has been synced once (the usual device: every test that is not about
+    /// a new store starts from one).
+    pub fn synced() -> Self {
+        Self { incarnation: Some(Incarnation([0xee; 16])), ..Self::default() }
     }
 }
 
@@ -284,9 +315,18 @@ impl Harness {
     }
 
     pub fn with_tuning(tuning: Tuning) -> Self {
+        Self::on_store(tuning, MemStore::synced())
+    }
+
+    /// A harness on a new store (a device's first start, or a store that came back empty).
+    pub fn new_store() -> Self {
+        Self::on_store(Tuning::default(), MemStore::default())
+    }
+
+    fn on_store(tuning: Tuning, store: MemStore) -> Self {
         let fleet = Fleet::default();
-        let core = AgentCore::new(fleet.config(tuning), Recovered::default()).unwrap();
-        Self { fleet, tuning, core, store: MemStore::default(), now: Now::new(0, Some(NOW_UNIX)), next_token: 0 }
+        let core = AgentCore::new(fleet.config(tuning), store.recovered()).unwrap();
+        Self { fleet, tuning, core, store, now: Now::new(0, Some(NOW_UNIX)), next_token: 0 }
     }
 
     /// Feeds one input; applies its persist batches to the store.

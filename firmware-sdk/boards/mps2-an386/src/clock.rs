@@ -35,6 +35,14 @@ impl SysTickClock {
     }
 }
 
+impl SysTickClock {
+    /// SysTick's current count within the millisecond and the milliseconds so far: a
+    /// value that depends on how long the boot took.
+    pub fn now_raw() -> u64 {
+        (millis() << 32) | u64::from(SYST::get_current())
+    }
+}
+
 impl Clock for SysTickClock {
     fn now_ms(&self) -> u64 {
         millis()

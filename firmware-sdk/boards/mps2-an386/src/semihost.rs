@@ -30,6 +30,27 @@ pub fn exit(ok: bool) -> ! {
     }
 }
 
+/// 16 bytes that differ from one boot to the next: the host's time in seconds and the
+/// emulation's clock in centiseconds (semihosting SYS_TIME and SYS_CLOCK), hashed.
+/// QEMU's board has no random number generator; what the agent needs this for (the
+/// incarnation of a new store, `fleet_schemas::sync`) only has to be unique across the
+/// device's resets, not secret. A real board reads its TRNG instead.
+#[allow(unsafe_code)]
+pub fn boot_entropy(more: &[u8]) -> [u8; 16] {
+    // SAFETY: SYS_TIME and SYS_CLOCK take no argument and only return a value.
+    let (time, clock) = unsafe { (syscall!(TIME), syscall!(CLOCK)) };
+    let mut seed = [0u8; 96];
+    let (head, rest) = seed.split_at_mut(8);
+    head[..4].copy_from_slice(&(time as u32).to_le_bytes());
+    head[4..].copy_from_slice(&(clock as u32).to_le_bytes());
+    let n = more.len().min(rest.len());
+    rest[..n].copy_from_slice(&more[..n]);
+    let digest = fleet_schemas::digest::sha256(&seed[..8 + n]);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest.0[..16]);
+    out
+}
+
 /// A host file handle.
 #[derive(Debug)]
 pub struct HostFile(usize);

@@ -381,6 +381,13 @@ impl fmt::Display for NoticeText<'_> {
             Notice::UnexpectedChunk => f.write_str("a module chunk nobody asked for"),
             Notice::UnknownExecution(key) => write!(f, "finished execution {} is unknown", Key(key)),
             Notice::EventNotEncoded => f.write_str("an event could not be encoded"),
+            Notice::EnvelopeBeforeSync => f.write_str("envelope dropped: the store is new and not yet synced"),
+            Notice::SyncRequested => f.write_str("the store is new: sync requested from the controller"),
+            Notice::Synced { replay_floor, event_base } => {
+                write!(f, "store synced: replay floor {replay_floor}, event base {event_base}")
+            }
+            Notice::SyncRefused(reason) => write!(f, "sync grant refused: {reason}"),
+            Notice::SyncForAnotherIncarnation => f.write_str("a sync grant for another incarnation ignored"),
         }
     }
 }

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use fleet_agent_core::{AgentConfig, Capabilities, Tuning};
 use fleet_schemas::provision::DeviceConfig;
-use fleet_schemas::{KeyRing, Topics, Trusted};
+use fleet_schemas::{Incarnation, KeyRing, Topics, Trusted};
 
 use crate::mqtt::SessionConfig;
 
@@ -29,12 +29,16 @@ pub struct Settings {
     pub keep_alive_secs: u16,
     /// The largest inbound MQTT packet kept in RAM.
     pub max_packet_bytes: usize,
+    /// Randomness from this boot (the board's TRNG, or what entropy it has): the
+    /// store's incarnation if the store turns out to be new (`fleet_schemas::sync`). Only
+    /// its uniqueness across the device's resets matters.
+    pub fresh_incarnation: Incarnation,
 }
 
 impl Settings {
     /// Settings for a Cortex-M class device with about 256 KiB of RAM: modules up to
     /// 16 KiB, a queue of two, a short history and a small outbox.
-    pub fn microcontroller(agent_version: &str) -> Self {
+    pub fn microcontroller(agent_version: &str, fresh_incarnation: Incarnation) -> Self {
         let max_module_bytes = 16 * 1024;
         Self {
             agent_version: agent_version.into(),
@@ -53,6 +57,7 @@ impl Settings {
             keep_alive_secs: 10,
             // An envelope with the largest module, its signature and framing.
             max_packet_bytes: max_module_bytes as usize + 4 * 1024,
+            fresh_incarnation,
         }
     }
 }
@@ -109,6 +114,7 @@ pub fn agent_config(
         },
         agent_version: settings.agent_version.clone(),
         tuning: settings.tuning,
+        fresh_incarnation: settings.fresh_incarnation,
     })
 }
 

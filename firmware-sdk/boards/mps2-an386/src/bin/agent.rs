@@ -61,7 +61,12 @@ async fn run(board: Board) -> Result<Infallible, String> {
     let config = read_config(&mut flash, LAYOUT.config.clone()).await.map_err(|e| format!("config: {e}"))?;
     semihost::println(format_args!("config: device {} user {}", config.device_id, config.username));
 
-    let settings = Settings::microcontroller(env!("CARGO_PKG_VERSION"));
+    // The SysTick count since boot (host-timed under QEMU) and the device id add to the
+    // host's clocks, so two boards booted in the same second draw different incarnations.
+    let mut more = board::clock::SysTickClock::now_raw().to_le_bytes().to_vec();
+    more.extend_from_slice(config.device_id.as_str().as_bytes());
+    let fresh = fleet_schemas::Incarnation(semihost::boot_entropy(&more));
+    let settings = Settings::microcontroller(env!("CARGO_PKG_VERSION"), fresh);
     let journal = Journal::open(flash, LAYOUT.store.clone(), settings.max_module_bytes as usize)
         .await
         .map_err(|e| format!("journal: {e}"))?;
