@@ -192,7 +192,7 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn device_id() -> impl Strategy<Value = DeviceId> {
-    prop_oneof![Just("d1".to_string()), Just("d2".to_string()), "[A-Za-z0-9][A-Za-z0-9_.-]{0,11}"]
+    prop_oneof![Just("d1".to_string()), Just("d2".to_string()), "[A-Za-z0-9][A-Za-z0-9_-]{0,11}"]
         .prop_map(|s| DeviceId::new(s).unwrap())
 }
 

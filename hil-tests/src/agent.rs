@@ -123,6 +123,16 @@ impl Device for LinuxAgent {
         self.child.as_mut().is_some_and(ChildProcess::is_running)
     }
 
+    fn wipe_store(&mut self) -> Result<()> {
+        self.power_cut()?;
+        let dir = self.state_dir();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("cannot remove {}", dir.display()))(e)),
+        }
+    }
+
     fn logs(&self) -> &Logs {
         &self.logs
     }

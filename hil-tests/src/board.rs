@@ -44,6 +44,10 @@ pub trait Board: Send {
 
     /// Its console (semihosting output, RTT, or the bridge's messages).
     fn logs(&self) -> &Logs;
+
+    /// Erases the store partition of its flash (the config partition stays), as a
+    /// flash wiped in the field would leave it. The board must be off.
+    fn erase_store(&mut self) -> Result<()>;
 }
 
 /// Where the firmware workspace's builds go: `$FLEET_FIRMWARE_TARGET_DIR`, else
@@ -140,6 +144,8 @@ impl QemuBoard {
     pub const FLASH_BYTES: usize = 64 * 4096;
     /// The script provisioning writes beside the flash file; it boots QEMU on it.
     pub const FLASH_SCRIPT: &'static str = "flash.sh";
+    /// The config partition at the start of the flash: one 4 KiB page.
+    pub const CONFIG_PAGE_BYTES: usize = 4096;
 
     /// A board flashed and booted the way an operator does it: from the directory
     /// `fleetctl device provision --kind mcu --out DIR` writes, with its
@@ -215,6 +221,16 @@ impl Board for QemuBoard {
     fn logs(&self) -> &Logs {
         &self.logs
     }
+
+    /// Everything after the config page back to erased (0xff).
+    fn erase_store(&mut self) -> Result<()> {
+        let path = self.flash_path();
+        let mut flash = std::fs::read(&path).map_err(io(format!("cannot read {}", path.display())))?;
+        if let Some(store) = flash.get_mut(Self::CONFIG_PAGE_BYTES..) {
+            store.fill(0xff);
+        }
+        std::fs::write(&path, &flash).map_err(io(format!("cannot write {}", path.display())))
+    }
 }
 
 /// A real board on a bench, driven by shell commands (run with `sh -c`). Placeholders:
@@ -236,6 +252,9 @@ pub struct CommandBoard {
     pub bridge: String,
     /// Runs to its end to cut the power (a halt, a relay); empty for none.
     pub power_off: String,
+    /// Runs to its end to erase the board's store partition (e.g. `probe-rs erase`
+    /// over its range); empty if the bench cannot.
+    pub erase_store: String,
     dir: PathBuf,
     logs: Logs,
     bridge_child: Option<ChildProcess>,
@@ -251,6 +270,7 @@ impl CommandBoard {
             power_on: power_on.into(),
             bridge: bridge.into(),
             power_off: power_off.into(),
+            erase_store: String::new(),
             dir: dir.to_path_buf(),
             logs,
             bridge_child: None,
@@ -323,6 +343,17 @@ impl Board for CommandBoard {
     fn logs(&self) -> &Logs {
         &self.logs
     }
+
+    fn erase_store(&mut self) -> Result<()> {
+        if self.erase_store.trim().is_empty() {
+            return Err(HarnessError::Unavailable {
+                what: "erasing this board's store".into(),
+                how: "set CommandBoard::erase_store to a command that erases its store partition".into(),
+            });
+        }
+        let block = self.block_path();
+        self.run("erase_store", &Self::expand(&self.erase_store, &block, None))
+    }
 }
 
 /// A board as a [`Device`]: powered on with its link bridged to its fault proxy.
@@ -374,6 +405,11 @@ impl Device for BoardDevice {
 
     fn logs(&self) -> &Logs {
         self.board.logs()
+    }
+
+    fn wipe_store(&mut self) -> Result<()> {
+        self.board.power_off()?;
+        self.board.erase_store()
     }
 }
 

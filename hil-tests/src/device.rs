@@ -61,6 +61,11 @@ pub trait Device: Send {
     /// What it printed (the agent's log, the board's console).
     fn logs(&self) -> &Logs;
 
+    /// Cuts its power and wipes its durable store (a gateway's state directory, a
+    /// board's store partition), as a reinstall, a new SD card or an erased flash would;
+    /// its provisioned identity stays. Start it again to boot it on the empty store.
+    fn wipe_store(&mut self) -> Result<()>;
+
     /// A power cycle: cut, then on again on the same state.
     fn power_cycle(&mut self) -> Result<()> {
         self.power_cut()?;

@@ -474,9 +474,21 @@ impl Fleet {
         ControllerRecord::parse(&self.fleetctl.run(&["status", "--json"])?)
     }
 
-    /// Waits until the controller records every one of `ids` as online.
+    /// Waits until the controller records every one of `ids` as online, with its store
+    /// synced (a device's first start, or a store that came back empty, asks the
+    /// controller where it stands before it takes a job: what is pushed before is
+    /// signed again for it, so a test that counts signed envelopes waits for this).
     pub fn wait_online(&self, ids: &[&str]) -> Result<()> {
-        self.wait_presence(ids, "online")
+        self.wait_presence(ids, "online")?;
+        crate::wait::until(&format!("{ids:?} to have synced their stores"), self.options.guard, || {
+            let records = self.device_records()?;
+            let not_yet: Vec<String> = ids
+                .iter()
+                .filter(|id| !records.iter().any(|r| r.id == **id && r.store.incarnation.is_some()))
+                .map(|id| id.to_string())
+                .collect();
+            Ok(if not_yet.is_empty() { Ok(()) } else { Err(not_yet) })
+        })
     }
 
     /// Waits until the controller records every one of `ids` as offline.

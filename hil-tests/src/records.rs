@@ -132,6 +132,17 @@ pub struct DeviceRecord {
     pub next_envelope_seq: u64,
     /// The highest event sequence number recorded contiguously (what the controller acks).
     pub acked_event_seq: u64,
+    /// Its store as the controller knows it.
+    pub store: StoreRecord,
+}
+
+/// A device's store, from `device list --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StoreRecord {
+    /// Its incarnation, once it synced (hex).
+    pub incarnation: Option<String>,
+    /// How many times its store came back empty.
+    pub resets: u64,
 }
 
 impl DeviceRecord {
