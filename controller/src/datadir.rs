@@ -35,6 +35,12 @@ pub const JOB_KEY_DIR: &str = "keys";
 pub const CONTROLLER_PASSWORD_FILE: &str = "controller.password";
 /// The lock file of the running `serve`.
 pub const SERVE_LOCK_FILE: &str = "serve.lock";
+/// Space `serve` keeps in reserve, to be able to start on a full disk.
+pub const RESERVE_FILE: &str = "space.reserve";
+/// The reserve's size: enough for SQLite's shared-memory index and first WAL pages.
+const RESERVE_BYTES: usize = 1024 * 1024;
+/// The reserve is made again only while this much is free besides it.
+const RESERVE_MIN_FREE: u64 = 16 * 1024 * 1024;
 
 /// Why the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +78,9 @@ pub enum DataDirError {
     },
 }
 
-/// Who serves a data directory, as the running `serve` writes it into its lock file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Who serves a data directory, as the running `serve` writes it into its lock file
+/// (also how it says that its store cannot be written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServeInfo {
     /// Its process id.
     pub pid: u32,
@@ -81,6 +88,22 @@ pub struct ServeInfo {
     pub mqtt: String,
     /// When it started, Unix ms.
     pub started_at_ms: u64,
+    /// When it last wrote this, Unix ms.
+    #[serde(default)]
+    pub updated_at_ms: u64,
+    /// Why the store cannot be written now (a full disk), if it cannot: `serve` stays
+    /// up, its broker serving, and acknowledges nothing until it can again.
+    #[serde(default)]
+    pub store_unwritable: Option<StoreUnwritable>,
+}
+
+/// The store refuses writes: what and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreUnwritable {
+    /// The error, as SQLite or the OS said it.
+    pub error: String,
+    /// Since when, Unix ms.
+    pub since_ms: u64,
 }
 
 impl std::fmt::Display for ServeInfo {
@@ -98,15 +121,20 @@ pub struct ServeLock {
     path: PathBuf,
 }
 
+/// The lock file's fixed size: who holds it is written in place, padded with spaces, so
+/// updating it needs no new space on a full disk (serve reports a full disk through it).
+const SERVE_LOCK_BYTES: usize = 4096;
+
 impl ServeLock {
-    /// Writes who holds the lock into the lock file, for a second `serve` (or
+    /// Writes who holds the lock into the lock file, in place, for a second `serve` (or
     /// `fleetctl`) to read.
     pub fn record(&mut self, info: &ServeInfo) -> Result<()> {
         use std::io::Seek as _;
-        let text = serde_json::to_string(info).unwrap_or_default();
-        self.file.set_len(0).map_err(io_err(&self.path))?;
+        let mut text = serde_json::to_vec(info).unwrap_or_default();
+        text.truncate(SERVE_LOCK_BYTES);
+        text.resize(SERVE_LOCK_BYTES, b' ');
         self.file.rewind().map_err(io_err(&self.path))?;
-        self.file.write_all(text.as_bytes()).map_err(io_err(&self.path))?;
+        self.file.write_all(&text).map_err(io_err(&self.path))?;
         Ok(())
     }
 }
@@ -165,11 +193,17 @@ impl DataDir {
             match file.try_lock() {
                 Ok(()) => {
                     let mut lock = ServeLock { file, path };
-                    lock.record(&ServeInfo {
+                    let starting = ServeInfo {
                         pid: std::process::id(),
                         mqtt: "starting".into(),
                         started_at_ms: crate::unix_ms(),
-                    })?;
+                        ..ServeInfo::default()
+                    };
+                    if let Err(error) = lock.record(&starting) {
+                        // Only a first start on a full disk gets here (the file keeps its
+                        // size from then on): the lock holds, only who holds it is unsaid.
+                        tracing::warn!(%error, "cannot write who holds the data directory's lock");
+                    }
                     return Ok(lock);
                 }
                 Err(fs::TryLockError::WouldBlock) if attempt < 4 => {
@@ -184,6 +218,33 @@ impl DataDir {
             dir: self.root.clone(),
             holder: holder.map_or_else(|| "it did not say who it is".to_string(), |info| info.to_string()),
         })
+    }
+
+    /// Keeps [`RESERVE_BYTES`] of disk in [`RESERVE_FILE`], if it is missing and the
+    /// disk has room to spare. Opening the database needs a little new space (SQLite's
+    /// shared-memory index, deleted at every clean stop): on a full disk, `serve` frees
+    /// the reserve to start ([`DataDir::release_reserve`]) instead of refusing to.
+    pub fn keep_reserve(&self) {
+        let path = self.root.join(RESERVE_FILE);
+        if path.is_file() {
+            return;
+        }
+        let free = rustix::fs::statvfs(&self.root).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
+        if free < RESERVE_MIN_FREE + RESERVE_BYTES as u64 {
+            return;
+        }
+        let written = fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&vec![0u8; RESERVE_BYTES])?;
+            f.sync_all()
+        });
+        if written.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Frees the reserve; whether there was one.
+    pub fn release_reserve(&self) -> bool {
+        fs::remove_file(self.root.join(RESERVE_FILE)).is_ok()
     }
 
     /// The `serve` running on this directory now, if one is (it holds the lock).

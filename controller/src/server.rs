@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::auth::StoreAuthenticator;
-use crate::datadir::{DataDir, DataDirError, ServeInfo, ServeLock};
+use crate::datadir::{DataDir, DataDirError, ServeInfo, ServeLock, StoreUnwritable};
 use crate::ingest::{IngestError, ingest_event, ingest_sync_request};
 use crate::model::job_state_str;
 use crate::rollout::{self, Action, JobView};
@@ -151,12 +151,21 @@ pub enum ServeError {
     Task(String),
 }
 
+impl ServeError {
+    /// Whether the store refused a write for want of space or I/O: `serve` holds what it
+    /// could not record and waits for the store to take writes again.
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            ServeError::Store(error) | ServeError::DataDir(DataDirError::Store(error)) => error.is_unwritable(),
+            _ => false,
+        }
+    }
+}
+
 /// A running controller.
 pub struct RunningController {
     broker: Option<fleet_broker::RunningBroker>,
     broker_addr: SocketAddr,
-    /// Held for as long as the controller runs: one `serve` per data directory.
-    _lock: ServeLock,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
     net_task: JoinHandle<()>,
@@ -229,7 +238,16 @@ impl RunningController {
 pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError> {
     let data = DataDir::new(&config.data_dir);
     let mut lock = data.lock_for_serve()?;
-    let store = data.open_or_init()?;
+    let store = match data.open_or_init() {
+        Err(DataDirError::Store(error)) if error.is_unwritable() && data.release_reserve() => {
+            // Opening needs a little new space (SQLite's shared-memory index): the
+            // reserve is there for this, so a full disk does not keep serve down.
+            warn!(%error, "the data directory's disk is full: freed its 1 MiB reserve to start");
+            data.open_or_init()?
+        }
+        opened => opened?,
+    };
+    data.keep_reserve();
     let signer = Signer::new(data.active_job_key(&store)?);
     let password = data.controller_password()?;
     let topics = Topics::default();
@@ -259,7 +277,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         Some(_) => broker_addr.to_string(),
         None => format!("{host}:{port} (external)"),
     };
-    lock.record(&ServeInfo { pid: std::process::id(), mqtt, started_at_ms: unix_ms() })?;
+    let info = ServeInfo { pid: std::process::id(), mqtt, started_at_ms: unix_ms(), ..ServeInfo::default() };
+    if let Err(error) = lock.record(&info) {
+        warn!(%error, "cannot write who holds the data directory's lock");
+    }
+    let lock = (lock, info);
     let broker_stats = broker.as_ref().map(fleet_broker::RunningBroker::stats_source);
 
     let mut options = MqttOptions::new(CONTROLLER_CLIENT_ID, host.clone(), port);
@@ -315,11 +337,14 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         last_touched_drive: 0,
         outgoing: VecDeque::new(),
         in_flight: 0,
+        lock,
+        unwritable: None,
+        held: Vec::new(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval));
     info!(broker = %broker_addr, data_dir = %config.data_dir.display(), "controller started");
-    Ok(RunningController { broker, broker_addr, _lock: lock, stop: Some(stop_tx), task, net_task })
+    Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task })
 }
 
 /// What the network task tells the main loop.
@@ -367,6 +392,9 @@ struct StatusDoc<'a> {
     /// The embedded broker's counters since it started.
     #[serde(skip_serializing_if = "Option::is_none")]
     broker: Option<BTreeMap<&'static str, u64>>,
+    /// Present while the store refuses writes: why, and since when (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_unwritable: Option<serde_json::Value>,
 }
 
 struct Server {
@@ -409,7 +437,29 @@ struct Server {
     outgoing: VecDeque<(String, Vec<u8>, bool)>,
     /// Publishes handed to the client and not yet acknowledged.
     in_flight: usize,
+    /// The data directory's lock (one serve per directory), and what serve last wrote
+    /// into it about itself.
+    lock: (ServeLock, ServeInfo),
+    /// Set while the store refuses writes (a full disk): nothing is acknowledged or
+    /// published, the broker keeps serving, and [`Server::retry_unwritable`] tries again.
+    unwritable: Option<Unwritable>,
+    /// Messages received but not recorded because the store refused the write: recorded
+    /// (and only then acknowledged) once it takes writes again.
+    held: Vec<Publish>,
 }
+
+/// The store refusing writes, as serve lives with it.
+struct Unwritable {
+    error: String,
+    since_ms: u64,
+    logged_ms: u64,
+    tried_ms: u64,
+}
+
+/// How often a store that refuses writes is tried again.
+const UNWRITABLE_RETRY_MS: u64 = 1_000;
+/// How often serve says again that its store still refuses writes.
+const UNWRITABLE_LOG_MS: u64 = 60_000;
 
 impl Server {
     async fn run(
@@ -423,7 +473,10 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                message = net.recv() => match message {
+                // While the store refuses writes, what arrives stays unread (and so
+                // unacknowledged at the broker, which keeps it and stops sending more
+                // once its window is full).
+                message = net.recv(), if self.unwritable.is_none() => match message {
                     Some(message) => {
                         let mut batch = vec![message];
                         while batch.len() < INGEST_BATCH {
@@ -432,19 +485,26 @@ impl Server {
                                 Err(_) => break,
                             }
                         }
-                        self.on_net_batch(batch).await?;
+                        let result = self.on_net_batch(batch).await;
+                        self.live_with(result).await?;
                     }
                     None => break,
                 },
                 _ = ticker.tick() => {
+                    if self.unwritable.is_some() {
+                        self.retry_unwritable().await?;
+                        continue;
+                    }
                     let batch = self.begin_batch();
                     let ticked = self.on_tick().await;
-                    self.end_batch(batch).await?;
-                    ticked?;
+                    let ended = self.end_batch(batch).await;
+                    self.live_with(ticked.and(ended)).await?;
                 }
             }
         }
-        self.flush_counters()?;
+        if self.unwritable.is_none() {
+            self.flush_counters()?;
+        }
         self.publish_controller_status(Presence::Offline).await;
         let _ = self.client.disconnect().await;
         info!("controller stopped");
@@ -456,14 +516,25 @@ impl Server {
     /// recording fails is rolled back alone and not acknowledged (the broker delivers it
     /// again after a reconnect); if the commit fails, nothing of the batch is
     /// acknowledged or published.
+    ///
+    /// If the store refuses a write (a full disk), the whole batch is rolled back and its
+    /// messages are held, unacknowledged, to be recorded again (recording is idempotent)
+    /// once the store takes writes: the error says so ([`ServeError::is_unwritable`]).
     async fn on_net_batch(&mut self, batch: Vec<Net>) -> Result<(), ServeError> {
         let open = self.begin_batch();
         let mut recorded = Vec::new();
         let mut result = Ok(());
+        let mut unwritable: Option<StoreError> = None;
         for message in batch {
             match message {
+                Net::Publish(publish) if unwritable.is_some() => self.held.push(publish),
                 Net::Publish(publish) => match self.on_publish(&publish).await {
                     Ok(()) => recorded.push(publish),
+                    Err(error) if error.is_unwritable() => {
+                        unwritable = Some(error);
+                        self.held.append(&mut recorded);
+                        self.held.push(publish);
+                    }
                     // Not acknowledged: the broker delivers it again after a reconnect.
                     Err(error) => error!(%error, topic = %publish.topic, "could not record a message"),
                 },
@@ -480,16 +551,125 @@ impl Server {
                 }
             }
         }
+        if let Some(error) = unwritable {
+            self.store.rollback_batch();
+            if let Some(mark) = open {
+                self.outgoing.truncate(mark);
+            }
+            return Err(error.into());
+        }
         let committed = self.end_batch(open).await;
-        if committed.is_ok() {
-            for publish in &recorded {
-                if let Err(error) = self.client.ack(publish).await {
-                    warn!(%error, "could not acknowledge a message to the broker");
+        match &committed {
+            Ok(()) => {
+                for publish in &recorded {
+                    if let Err(error) = self.client.ack(publish).await {
+                        warn!(%error, "could not acknowledge a message to the broker");
+                    }
                 }
             }
+            Err(error) if error.is_unwritable() => self.held.append(&mut recorded),
+            Err(_) => {}
         }
         committed?;
         result
+    }
+
+    /// Goes on after a batch or a tick: a store that refused a write puts serve in its
+    /// unwritable state (it stays up); any other error stops it.
+    async fn live_with(&mut self, result: Result<(), ServeError>) -> Result<(), ServeError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_unwritable() => {
+                self.enter_unwritable(&error.to_string()).await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn enter_unwritable(&mut self, error: &str) {
+        let now = unix_ms();
+        match &mut self.unwritable {
+            Some(state) => {
+                state.error = error.to_string();
+                if now.saturating_sub(state.logged_ms) >= UNWRITABLE_LOG_MS {
+                    state.logged_ms = now;
+                    error!(
+                        error,
+                        held = self.held.len(),
+                        for_s = now.saturating_sub(state.since_ms) / 1000,
+                        "the store still cannot be written; nothing is acknowledged until it can"
+                    );
+                }
+            }
+            None => {
+                error!(
+                    error,
+                    data_dir = %self.data.path().display(),
+                    "the store cannot be written (is the disk full?): serve stays up and its broker keeps serving, \
+                     but it acknowledges nothing until it can write again (devices keep what they send); \
+                     free space in the data directory and it resumes by itself"
+                );
+                self.unwritable =
+                    Some(Unwritable { error: error.to_string(), since_ms: now, logged_ms: now, tried_ms: now });
+                self.count("store.unwritable");
+                self.record_self();
+                self.publish_controller_status(Presence::Online).await;
+            }
+        }
+    }
+
+    /// While the store refuses writes: records what was held (or, with nothing held,
+    /// writes the heartbeat) once a second; when that works, serve resumes.
+    async fn retry_unwritable(&mut self) -> Result<(), ServeError> {
+        let now = unix_ms();
+        let Some(state) = &mut self.unwritable else { return Ok(()) };
+        if now.saturating_sub(state.tried_ms) < UNWRITABLE_RETRY_MS {
+            return Ok(());
+        }
+        state.tried_ms = now;
+        if now.saturating_sub(self.last_heartbeat) >= 5_000 {
+            self.last_heartbeat = now;
+            self.record_self();
+        }
+        let tried = if self.held.is_empty() {
+            self.store.set_controller_info(&self.info(Presence::Online).to_string(), now).map_err(ServeError::from)
+        } else {
+            let held: Vec<Net> = std::mem::take(&mut self.held).into_iter().map(Net::Publish).collect();
+            self.on_net_batch(held).await
+        };
+        match tried {
+            Ok(()) => {
+                let since = self.unwritable.take().map_or(now, |state| state.since_ms);
+                info!(after_s = now.saturating_sub(since) / 1000, "the store takes writes again: serve resumes");
+                self.dirty = true;
+                self.counters_dirty = true;
+                self.data.keep_reserve();
+                self.record_self();
+                self.publish_controller_status(Presence::Online).await;
+                Ok(())
+            }
+            Err(error) if error.is_unwritable() => {
+                self.enter_unwritable(&error.to_string()).await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes what serve says about itself into the data directory's lock file (in
+    /// place: it needs no new space), for `fleetctl status` to read even when the store
+    /// cannot be written.
+    fn record_self(&mut self) {
+        let (lock, info) = &mut self.lock;
+        info.updated_at_ms = unix_ms();
+        info.store_unwritable = self
+            .unwritable
+            .as_ref()
+            .map(|state| StoreUnwritable { error: state.error.clone(), since_ms: state.since_ms });
+        if let Err(error) = lock.record(info) {
+            debug!(%error, "cannot write the lock file");
+        }
     }
 
     /// Opens a store batch if none is open; returns where the publish queue stood.
@@ -697,6 +877,7 @@ impl Server {
                 self.published_broker_stats = broker_now;
             }
             self.last_heartbeat = now;
+            self.record_self();
         }
         Ok(())
     }
@@ -901,10 +1082,16 @@ impl Server {
             base: ControllerStatus { state, version: VERSION.to_string(), ts: unix_ms() / 1000 },
             counters: &self.counters,
             broker: self.broker_counters(),
+            store_unwritable: self
+                .unwritable
+                .as_ref()
+                .map(|state| serde_json::json!({ "error": state.error, "since": state.since_ms / 1000 })),
         };
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         self.publish(self.topics.controller_status(), bytes, true).await;
-        if let Err(error) = self.store.set_controller_info(&self.info(state).to_string(), unix_ms()) {
+        if self.unwritable.is_none()
+            && let Err(error) = self.store.set_controller_info(&self.info(state).to_string(), unix_ms())
+        {
             warn!(%error, "could not record the controller's state");
         }
     }

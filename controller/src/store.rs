@@ -186,6 +186,21 @@ pub enum StoreError {
     Sign(String),
 }
 
+impl StoreError {
+    /// Whether the database refused a write for want of space or I/O (a full disk, a
+    /// failing write or fsync): the write can succeed later, so `serve` holds what it
+    /// could not record and tries again, instead of stopping.
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.code,
+                rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen
+            ),
+            _ => false,
+        }
+    }
+}
+
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -581,6 +596,13 @@ impl Store {
             return Err(error.into());
         }
         Ok(())
+    }
+
+    /// Rolls the open batch back (no-op if none is open): nothing of it is kept.
+    pub fn rollback_batch(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 
     /// Whether a batch is open.

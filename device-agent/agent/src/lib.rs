@@ -114,7 +114,7 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         .map_err(io(format!("cannot create the state directory {}", state_dir.display())))?;
     let _lock = lock(&settings)?;
 
-    let store = Store::open(state_dir)?;
+    let store = open_store(state_dir)?;
     let recovered = store.recover()?;
     if recovered.incarnation.is_none() && !recovered.has_state() {
         warn!(
@@ -199,6 +199,31 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map_err(AgentError::from)
+}
+
+/// Opens the store; on a full disk (opening needs a little new space: SQLite's
+/// shared-memory index) it waits for space, saying so, instead of exiting and being
+/// started again in a loop by its supervisor.
+fn open_store(state_dir: &std::path::Path) -> Result<Store, AgentError> {
+    let mut waited = false;
+    loop {
+        match Store::open(state_dir) {
+            Ok(store) => {
+                if waited {
+                    info!("the store opened: starting");
+                }
+                return Ok(store);
+            }
+            Err(error) if error.is_unwritable() => {
+                if !waited {
+                    warn!(%error, "cannot open the store (is the disk full?); waiting for space, trying every 5 s");
+                }
+                waited = true;
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Holds the state directory's lock file for the agent's lifetime (the kernel drops it

@@ -18,9 +18,14 @@
 //! ```
 //!
 //! A store error while applying a batch stops the agent: the core has moved on in
-//! memory, and only a restart from what is on disk keeps the invariants.
+//! memory, and only a restart from what is on disk keeps the invariants. Except a store
+//! that refuses the write for want of space (a full disk): then the shell *stalls*, in
+//! order. The refused batch and every action after it wait; whatever wakes the shell
+//! meanwhile (envelopes, finished runs, link changes) waits behind them, unacknowledged
+//! (the broker keeps the envelopes); the batch is tried again every tick, and once it is
+//! written everything goes on where it stopped. The MQTT link stays up meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,7 +79,21 @@ pub struct Shell {
     /// Deliveries the core has not acknowledged yet: token → (connection, message).
     pending_acks: BTreeMap<u64, (u64, rumqttc::Publish)>,
     next_token: u64,
+    /// Set while the store refuses a batch: it and the actions after it, in order.
+    stalled: Option<Stalled>,
+    /// What woke the shell while it was stalled, handled once it is not.
+    backlog: VecDeque<Wake>,
 }
+
+/// A batch the store refused for want of space, and the actions after it.
+struct Stalled {
+    actions: VecDeque<Action>,
+    since: Instant,
+    logged: Instant,
+}
+
+/// How often a stalled shell says again that it is stalled.
+const STALL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Shell {
     /// A shell around a core rebuilt from `store`.
@@ -97,6 +116,8 @@ impl Shell {
             started: Instant::now(),
             pending_acks: BTreeMap::new(),
             next_token: 0,
+            stalled: None,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -110,11 +131,16 @@ impl Shell {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.wake.recv_timeout(wait) {
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(wake) if self.stalled.is_some() => self.backlog.push_back(wake),
                 Ok(wake) => self.on_wake(wake)?,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if Instant::now() >= next_tick {
-                self.feed(Input::Tick)?;
+                if self.stalled.is_some() {
+                    self.retry_stalled()?;
+                } else {
+                    self.feed(Input::Tick)?;
+                }
                 next_tick = Instant::now() + self.tick;
             }
         }
@@ -174,12 +200,29 @@ impl Shell {
     }
 
     /// Performs one call's actions in order. A failed `Persist` returns at once: nothing
-    /// after it may happen.
-    fn perform(&mut self, actions: Vec<Action>) -> Result<(), StoreError> {
-        for action in actions {
+    /// after it may happen. If the store refused it for want of space, it and the actions
+    /// after it wait (the shell stalls, see the module docs); any other failure stops the
+    /// agent.
+    fn perform(&mut self, actions: impl IntoIterator<Item = Action>) -> Result<(), StoreError> {
+        let mut actions: VecDeque<Action> = actions.into_iter().collect();
+        while let Some(action) = actions.pop_front() {
             match action {
                 Action::Persist(batch) => {
                     if let Err(e) = self.store.apply(&batch) {
+                        if e.is_unwritable() {
+                            if self.stalled.is_none() {
+                                error!(
+                                    error = %e,
+                                    "cannot write the store (is the disk full?): taking nothing new until it can; \
+                                     envelopes stay unacknowledged at the broker, nothing stored is lost"
+                                );
+                            }
+                            actions.push_front(Action::Persist(batch));
+                            let now = Instant::now();
+                            let (since, logged) = self.stalled.as_ref().map_or((now, now), |s| (s.since, s.logged));
+                            self.stalled = Some(Stalled { actions, since, logged });
+                            return Ok(());
+                        }
                         error!(error = %e, ops = batch.len(), "cannot persist a batch; stopping");
                         return Err(e);
                     }
@@ -195,6 +238,32 @@ impl Shell {
                 Action::Unsubscribe { topic } => self.link.unsubscribe(topic),
                 Action::Notice(notice) => log_notice(&notice),
             }
+        }
+        Ok(())
+    }
+
+    /// Tries the refused batch again; once it is written, performs what followed it and
+    /// then what woke the shell meanwhile, in order.
+    fn retry_stalled(&mut self) -> Result<(), StoreError> {
+        let Some(stalled) = self.stalled.take() else { return Ok(()) };
+        let (since, logged) = (stalled.since, stalled.logged);
+        self.perform(stalled.actions)?;
+        if let Some(still) = &mut self.stalled {
+            // `perform` stalled again on the same batch.
+            if logged.elapsed() >= STALL_LOG_EVERY {
+                still.logged = Instant::now();
+                warn!(
+                    for_s = since.elapsed().as_secs(),
+                    waiting = self.backlog.len(),
+                    "the store still cannot be written"
+                );
+            }
+            return Ok(());
+        }
+        info!(after_s = since.elapsed().as_secs(), waiting = self.backlog.len(), "the store takes writes again");
+        while self.stalled.is_none() {
+            let Some(wake) = self.backlog.pop_front() else { break };
+            self.on_wake(wake)?;
         }
         Ok(())
     }

@@ -77,8 +77,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE incarnation (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL);",
 ];
 
-/// Why the store failed. Any of these while applying a batch stops the agent: the core
-/// has moved on in memory, and only a restart from what is on disk is safe.
+/// Why the store failed. While applying a batch, any of these but a full disk (or
+/// another [`StoreError::is_unwritable`] refusal, which the shell waits out) stops the
+/// agent: the core has moved on in memory, and only a restart from what is on disk is
+/// safe.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The state directory or the database could not be opened.
@@ -112,6 +114,25 @@ pub enum StoreError {
         /// The table.
         table: &'static str,
     },
+}
+
+impl StoreError {
+    /// Whether the store refused a write for want of space or I/O (a full disk, a failing
+    /// write or fsync), which can succeed later: the agent holds its actions and tries
+    /// again instead of stopping.
+    pub fn is_unwritable(&self) -> bool {
+        let sqlite = match self {
+            StoreError::Sqlite(error) | StoreError::Open { source: error, .. } => error,
+            _ => return false,
+        };
+        matches!(
+            sqlite,
+            rusqlite::Error::SqliteFailure(e, _) if matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen
+            )
+        )
+    }
 }
 
 /// The agent's SQLite store.

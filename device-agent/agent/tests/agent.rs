@@ -473,3 +473,69 @@ fn a_wiped_state_directory_syncs_refuses_what_it_ran_and_loses_no_result() {
         assert_eq!(s.contiguous_through(), 7);
     });
 }
+
+/// A tmpfs mounted over a directory for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, megabytes: u32) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "this test mounts a small tmpfs (as root, as CI runs): `mount` failed");
+        SmallDisk(path)
+    }
+
+    /// Writes a file until the disk is full; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        while file.write_all(&[0u8; 64 * 1024]).is_ok() {}
+        while file.write_all(&[0u8; 512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk under the agent's store: it takes no new envelope (nothing acknowledged,
+/// nothing run, the broker keeps it), keeps what it has, stays up and connected, and
+/// goes on where it stopped once there is space again.
+#[test]
+fn on_a_full_disk_the_agent_takes_nothing_new_and_goes_on_when_space_is_back() {
+    let mut world = World::start(Options::default());
+    let disk = SmallDisk::mount(world.state_dir(), 8);
+    let mut agent = world.spawn_agent();
+    world.wait_online();
+    let first = world.push(&hello());
+    world.wait_for("the first job's events, acknowledged", |s| s.finished(first.job_id) && s.acked_through == 3);
+
+    let filler = disk.fill();
+    let second = world.push(&hello());
+    world.wait_for_log("cannot write the store");
+    assert!(agent.is_running(), "the agent exited on a full disk:\n{}", world.agent_log());
+    world.seen(|s| assert!(s.of_job(second.job_id).is_empty(), "an envelope was taken that could not be stored"));
+
+    std::fs::remove_file(filler).unwrap();
+    world.wait_for("the second job's result", |s| s.finished(second.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let kinds: Vec<&EventKind> = s.of_job(second.job_id).iter().map(|e| &e.kind).collect();
+        assert!(
+            matches!(kinds.as_slice(), [EventKind::Accepted, EventKind::Started, EventKind::Succeeded(_)]),
+            "{kinds:?}"
+        );
+        assert_eq!(s.contiguous_through(), 6);
+    });
+    assert!(world.agent_log().contains("the store takes writes again"), "{}", world.agent_log());
+    assert!(agent.is_running());
+    drop(agent);
+}

@@ -283,7 +283,7 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
         targets.len(),
         if args.continuous { ", continuous" } else { "" }
     );
-    if !serve_is_running(&store) {
+    if !serve_is_running(data_dir) {
         eprintln!("note: no `fleetctl serve` is running on {}; the job starts when one does", data_dir.display());
     }
     println!("{job_id}");
@@ -296,18 +296,9 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether a `serve` wrote its heartbeat recently.
-pub fn serve_is_running(store: &Store) -> bool {
-    match store.controller_info() {
-        Ok(Some((info, heartbeat))) => {
-            let online = serde_json::from_str::<serde_json::Value>(&info)
-                .ok()
-                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(|s| s == "online"))
-                .unwrap_or(false);
-            online && unix_ms().saturating_sub(heartbeat) < 15_000
-        }
-        _ => false,
-    }
+/// Whether a `serve` runs on the data directory (it holds the directory's lock).
+pub fn serve_is_running(data_dir: &Path) -> bool {
+    DataDir::new(data_dir).serving().is_some()
 }
 
 fn finished_count(counts: &JobCounts) -> u32 {
@@ -578,7 +569,7 @@ fn cancel(data_dir: &Path, id: &str) -> Outcome {
         eprintln!(
             "cancel requested for job {job_id}; `fleetctl serve` drops queued executions and tells devices to stop"
         );
-        if !serve_is_running(&store) {
+        if !serve_is_running(data_dir) {
             eprintln!(
                 "note: no `fleetctl serve` is running on {}; the cancel happens when one does",
                 data_dir.display()

@@ -81,7 +81,7 @@ pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
     loop {
         let now = unix_ms();
         let mut screen = String::new();
-        let controller = if serve_is_running(&store) { "running" } else { "NOT running" };
+        let controller = if serve_is_running(data_dir) { "running" } else { "NOT running" };
         screen.push_str(&format!("fleet in {}: controller {controller}\n\n", data_dir.display()));
         let devices = store.devices()?;
         screen.push_str(&devices_table(&devices, now).render());
@@ -107,7 +107,8 @@ pub fn status(data_dir: &Path, json: bool) -> Outcome {
     let info = store.controller_info()?;
     let counters = store.counters()?;
     let keys = store.keys()?;
-    let running = serve_is_running(&store);
+    let serving = DataDir::new(data_dir).serving();
+    let running = serving.is_some();
     let devices = store.devices()?.len();
     let jobs = store.jobs()?;
     let active_jobs = jobs.iter().filter(|j| j.state == fleet_schemas::JobState::InProgress).count();
@@ -122,18 +123,30 @@ pub fn status(data_dir: &Path, json: bool) -> Outcome {
             "jobs_in_progress": active_jobs,
             "active_job_key": keys.iter().find(|k| k.active).map(|k| k.key_id.to_hex()),
             "schema_version": store.schema_version()?,
+            "serve": serving,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     let now = unix_ms();
-    match &info {
-        Some((info, at)) => println!(
-            "controller  {} (heartbeat {}): {info}",
-            if running { "running" } else { "not running" },
-            age(Some(*at), now)
+    match (&serving, &info) {
+        (Some(serve), _) => println!(
+            "controller  running ({serve}, up {}, heartbeat {})",
+            age(Some(serve.started_at_ms), now).trim_end_matches(" ago"),
+            age(Some(serve.updated_at_ms.max(serve.started_at_ms)), now)
         ),
-        None => println!("controller  never started; run `fleetctl serve`"),
+        (None, Some((_, at))) => {
+            println!("controller  not running (last heartbeat {}); run `fleetctl serve`", age(Some(*at), now))
+        }
+        (None, None) => println!("controller  never started; run `fleetctl serve`"),
+    }
+    if let Some(unwritable) = serving.as_ref().and_then(|s| s.store_unwritable.as_ref()) {
+        println!(
+            "store       NOT WRITABLE since {}: {}; nothing is acknowledged until it is (free space in {})",
+            age(Some(unwritable.since_ms), now),
+            unwritable.error,
+            data_dir.display()
+        );
     }
     if let Some(broker) = info
         .as_ref()
@@ -212,7 +225,7 @@ pub fn key(data_dir: &Path, command: KeyCommand) -> Outcome {
         sign_rotation(&root, seq, now / 1000, trusted_keys).map_err(|e| e.to_string())
     })?;
     eprintln!("new job key {} (rotation {seq}); devices now trust {} key(s)", new_row.key_id, ids.len());
-    if serve_is_running(&store) {
+    if serve_is_running(data_dir) {
         eprintln!(
             "the running `fleetctl serve` publishes the rotation on {} and signs with the new key",
             Topics::default().keys()

@@ -258,6 +258,16 @@ impl World {
         }
     }
 
+    /// Waits (hang guard only) until the agent's log holds `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + HANG_GUARD;
+        let path = self.dir.path().join("agent.log");
+        while !std::fs::read_to_string(&path).unwrap_or_default().contains(needle) {
+            assert!(Instant::now() < deadline, "hang guard: no {needle:?} in the agent's log:\n{}", self.agent_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Looks at what the controller has seen.
     pub fn seen<T>(&self, look: impl FnOnce(&Seen) -> T) -> T {
         look(&self.shared.seen.lock().unwrap())
