@@ -16,6 +16,13 @@
 //!     `{prefix}/keys`, `{prefix}/controller/status` (read-only, per `docs/protocol.md`)
 //!     and module chunks: `{prefix}/modules/{hash}/chunks/{index}`, or all chunks of ONE
 //!     module with `{prefix}/modules/{hash}/chunks/+` or `/#`. No other wildcard.
+//! - `Observer`:
+//!   - connects with any client id the engine can route (no `+ # / $`);
+//!   - publishes nothing (nor a last-will);
+//!   - subscribes only to status documents: `{prefix}/devices/{id or +}/status`,
+//!     `{prefix}/jobs/{id or +}/status`, `{prefix}/+/+/status` (both at once) and
+//!     `{prefix}/controller/status`. Every topic such a filter matches is a retained
+//!     status document, so a watcher never reads envelopes, events or acks.
 //! - `Controller`:
 //!   - connects with any client id the engine can route (no `+ # / $`);
 //!   - publishes (and wills) any topic name under `{prefix}/`;
@@ -90,6 +97,12 @@ pub enum Denial {
     /// A device subscribing to something it may not read.
     #[error("a device may subscribe only to its own jobs and acks, the keys, the controller status and module chunks")]
     NotReadableByDevice,
+    /// An observer publishing (or registering a last-will).
+    #[error("an observer publishes nothing")]
+    ObserverPublishes,
+    /// An observer subscribing to anything but status documents.
+    #[error("an observer may subscribe only to status documents (.../+/+/status, .../controller/status)")]
+    NotAStatusFilter,
 }
 
 /// Decides whether `identity` may do `action` in the fleet named by `topics`.
@@ -109,12 +122,8 @@ fn check_inner(topics: &Topics, identity: &Identity, action: Action<'_>) -> Resu
                 Err(Denial::ClientIdNotDeviceId)
             }
         }
-        (Identity::Controller, Action::Connect { client_id }) => {
-            if client_id.contains(['+', '#', '/', '$']) {
-                Err(Denial::ClientIdInvalid)
-            } else {
-                Ok(())
-            }
+        (Identity::Controller | Identity::Observer, Action::Connect { client_id }) => {
+            if client_id.contains(['+', '#', '/', '$']) { Err(Denial::ClientIdInvalid) } else { Ok(()) }
         }
         (Identity::Device(id), Action::Publish(topic)) => {
             valid_topic_name(topic)?;
@@ -152,6 +161,20 @@ fn check_inner(topics: &Topics, identity: &Identity, action: Action<'_>) -> Resu
                 }
                 _ => Err(Denial::NotReadableByDevice),
             }
+        }
+        (Identity::Observer, Action::Publish(_) | Action::Will(_)) => Err(Denial::ObserverPublishes),
+        (Identity::Observer, Action::Subscribe(filter)) => {
+            valid_filter(filter)?;
+            let rest = under_prefix(topics, filter).map_err(|_| Denial::NotAStatusFilter)?;
+            let mut levels = rest.split('/');
+            let ok = match (levels.next(), levels.next(), levels.next(), levels.next()) {
+                (Some("controller"), Some("status"), None, None) => true,
+                // `+` at the first level matches `devices` and `jobs` (every 3-level
+                // topic of the fleet ending in `status` is one of those two).
+                (Some("devices" | "jobs" | "+"), Some(id), Some("status"), None) => id != "#",
+                _ => false,
+            };
+            if ok { Ok(()) } else { Err(Denial::NotAStatusFilter) }
         }
         (Identity::Controller, Action::Subscribe(filter)) => {
             valid_filter(filter)?;

@@ -15,6 +15,9 @@ pub enum Identity {
     Controller,
     /// One device: may speak only for itself (see [`crate::acl`]).
     Device(DeviceId),
+    /// A watcher (an operator's `mosquitto_sub`, a dashboard): may read the retained
+    /// status documents and nothing else, and publishes nothing.
+    Observer,
 }
 
 /// Checks the credentials of a CONNECT.

@@ -353,6 +353,7 @@ mod tests {
         let client_id = match &identity {
             Identity::Device(id) => id.to_string(),
             Identity::Controller => "controller".into(),
+            Identity::Observer => "watcher".into(),
         };
         admit(request(&client_id, None, 30), Some(identity), Arc::new(Topics::default()), &login()).unwrap().session
     }

@@ -135,6 +135,47 @@ fn controller_table(p: &str) -> Vec<(Action<'static>, Decision)> {
     ]
 }
 
+/// (action, expected) for an observer under prefix `p`.
+fn observer_table(p: &str) -> Vec<(Action<'static>, Decision)> {
+    let s = |t: String| -> &'static str { Box::leak(t.into_boxed_str()) };
+    use Action::*;
+    use Denial::*;
+    vec![
+        (Connect { client_id: "mosq-1234" }, ALLOW),
+        (Connect { client_id: "watch/1" }, deny(ClientIdInvalid)),
+        // Every status document, alone or all at once; nothing else.
+        (Subscribe(s(format!("{p}/+/+/status"))), ALLOW),
+        (Subscribe(s(format!("{p}/devices/+/status"))), ALLOW),
+        (Subscribe(s(format!("{p}/devices/d1/status"))), ALLOW),
+        (Subscribe(s(format!("{p}/jobs/+/status"))), ALLOW),
+        (Subscribe(s(format!("{p}/controller/status"))), ALLOW),
+        (Subscribe(s(format!("{p}/#"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/devices/#"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/devices/+/+"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/devices/+/events"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/devices/d1/jobs"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/+/+/+"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/keys"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("{p}/modules/{HASH}/chunks/+"))), deny(NotAStatusFilter)),
+        (Subscribe(s(format!("$share/g/{p}/+/+/status"))), deny(NotAStatusFilter)),
+        (Subscribe("#"), deny(NotAStatusFilter)),
+        // It publishes nothing, not even a last-will.
+        (Publish(s(format!("{p}/devices/d1/status"))), deny(ObserverPublishes)),
+        (Publish(s(format!("{p}/controller/status"))), deny(ObserverPublishes)),
+        (Will(s(format!("{p}/devices/d1/status"))), deny(ObserverPublishes)),
+    ]
+}
+
+#[test]
+fn observer_rules_table() {
+    for prefix in ["fleet", "site3/fleet"] {
+        let topics = Topics::new(prefix).unwrap();
+        for (action, expected) in observer_table(prefix) {
+            assert_eq!(check(&topics, &Identity::Observer, action), expected, "prefix {prefix}, observer, {action:?}");
+        }
+    }
+}
+
 fn p_static(p: &str) -> &'static str {
     Box::leak(p.to_string().into_boxed_str())
 }
@@ -246,6 +287,23 @@ proptest! {
                 let chunk = filter.starts_with(&format!("fleet/modules/{HASH}/chunks/"));
                 prop_assert!(own.contains(&filter) || chunk, "{}", filter);
             }
+        }
+    }
+
+    /// Whatever the name, an observer publishes nothing, and every filter it may
+    /// subscribe to matches only status documents.
+    #[test]
+    fn an_observer_reads_only_status_documents(filter in name()) {
+        let topics = Topics::default();
+        prop_assert!(!check(&topics, &Identity::Observer, Action::Publish(&filter)).is_allowed());
+        if check(&topics, &Identity::Observer, Action::Subscribe(&filter)).is_allowed() {
+            let levels: Vec<&str> = filter.split('/').collect();
+            prop_assert!(
+                levels == ["fleet", "controller", "status"]
+                    || (levels.len() == 4 && levels[3] == "status" && matches!(levels[1], "devices" | "jobs" | "+")),
+                "{}",
+                filter
+            );
         }
     }
 

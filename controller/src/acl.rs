@@ -10,7 +10,7 @@
 use fleet_schemas::{DeviceId, Topics};
 use sha2::{Digest as _, Sha512};
 
-use crate::CONTROLLER_CLIENT_ID;
+use crate::{CONTROLLER_CLIENT_ID, OBSERVER_USERNAME};
 
 /// A password as a mosquitto `passwd` hash: `$6$` base64(salt) `$` base64(SHA-512(password ‖ salt)).
 pub fn mosquitto_hash(password: &str, salt: &[u8]) -> String {
@@ -20,9 +20,10 @@ pub fn mosquitto_hash(password: &str, salt: &[u8]) -> String {
     format!("$6${}${}", base64(salt), base64(&hasher.finalize()))
 }
 
-/// The `passwd` file: one `user:hash` line per client, the controller first.
-pub fn passwd_file(controller_hash: &str, devices: &[(DeviceId, String)]) -> String {
-    let mut out = format!("{CONTROLLER_CLIENT_ID}:{controller_hash}\n");
+/// The `passwd` file: one `user:hash` line per client, the controller and the observer
+/// first.
+pub fn passwd_file(controller_hash: &str, observer_hash: &str, devices: &[(DeviceId, String)]) -> String {
+    let mut out = format!("{CONTROLLER_CLIENT_ID}:{controller_hash}\n{OBSERVER_USERNAME}:{observer_hash}\n");
     for (id, hash) in devices {
         out.push_str(&format!("{id}:{hash}\n"));
     }
@@ -40,6 +41,10 @@ pub fn acl_file(topics: &Topics, devices: &[DeviceId]) -> String {
          # and message_size_limit 262144 (the controller refuses larger packets).\n\n",
     );
     out.push_str(&format!("user {CONTROLLER_CLIENT_ID}\ntopic readwrite {p}/#\n"));
+    out.push_str(&format!(
+        "\n# Reads every status document, publishes nothing.\nuser {OBSERVER_USERNAME}\ntopic read {p}/+/+/status\ntopic read {}\n",
+        topics.controller_status()
+    ));
     for id in devices {
         out.push_str(&format!(
             "\nuser {id}\n\

@@ -1,6 +1,7 @@
 //! Who may connect to the embedded broker: the controller with the password kept in the
-//! data directory, and each device with the password `fleetctl device provision` gave
-//! it, checked against the SHA-256 kept in the registry.
+//! data directory, each device with the password `fleetctl device provision` gave it,
+//! checked against the SHA-256 kept in the registry, and the read-only observer with the
+//! password `fleetctl broker observer` made.
 //!
 //! Passwords are 32 random bytes (hex), so a plain SHA-256 is enough: there is nothing
 //! to brute-force, and no salt or slow hash is needed. Comparisons are constant-time.
@@ -13,9 +14,9 @@ use fleet_broker::logs::Bounded;
 use fleet_schemas::DeviceId;
 use sha2::{Digest as _, Sha256};
 
-use crate::CONTROLLER_CLIENT_ID;
 use crate::datadir::{DataDir, DataDirError};
 use crate::store::Store;
+use crate::{CONTROLLER_CLIENT_ID, OBSERVER_USERNAME};
 
 /// Who a connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Principal {
     Controller,
     /// One device.
     Device(DeviceId),
+    /// A read-only watcher of the status documents.
+    Observer,
 }
 
 /// SHA-256 of a password, as the registry keeps it.
@@ -39,6 +42,9 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 pub struct StoreAuthenticator {
     db: Mutex<Store>,
     controller_hash: [u8; 32],
+    /// Where the observer's password is (read at each observer login, so one made while
+    /// serve runs works at once).
+    data_dir: DataDir,
 }
 
 impl std::fmt::Debug for StoreAuthenticator {
@@ -52,7 +58,7 @@ impl StoreAuthenticator {
     pub fn new(data_dir: &DataDir) -> Result<Self, DataDirError> {
         let password = data_dir.controller_password()?;
         let db = Store::open_read_only(&data_dir.db_path())?;
-        Ok(Self { db: Mutex::new(db), controller_hash: password_hash(password.as_bytes()) })
+        Ok(Self { db: Mutex::new(db), controller_hash: password_hash(password.as_bytes()), data_dir: data_dir.clone() })
     }
 
     /// Who these credentials belong to, or `None` to refuse the connection.
@@ -60,6 +66,10 @@ impl StoreAuthenticator {
         let presented = password_hash(password);
         if username == CONTROLLER_CLIENT_ID {
             return constant_time_eq(&presented, &self.controller_hash).then_some(Principal::Controller);
+        }
+        if username == OBSERVER_USERNAME {
+            let stored = self.data_dir.observer_password().ok().flatten()?;
+            return constant_time_eq(&presented, &password_hash(stored.as_bytes())).then_some(Principal::Observer);
         }
         // Refusals are logged at debug only: the broker logs each refused CONNECT itself,
         // bounded and rate-limited (anyone can cause them).
@@ -91,6 +101,7 @@ impl fleet_broker::Authenticator for StoreAuthenticator {
         self.check(client_id, username, password).map(|principal| match principal {
             Principal::Controller => fleet_broker::Identity::Controller,
             Principal::Device(id) => fleet_broker::Identity::Device(id),
+            Principal::Observer => fleet_broker::Identity::Observer,
         })
     }
 }

@@ -7,6 +7,7 @@
 //!   root.key                  0600  root key seed (hex): signs key rotations only
 //!   keys/job-<key id>.key     0600  job-signing key seeds (hex): envelopes and acks
 //!   controller.password       0600  the controller's MQTT password
+//!   observer.password         0600  the read-only observer login's (`broker observer`)
 //!   serve.lock                0600  held (flock) by the one `fleetctl serve` running on
 //!                                   the directory; says who it is (pid, addresses)
 //! ```
@@ -33,6 +34,8 @@ pub const ROOT_KEY_FILE: &str = "root.key";
 pub const JOB_KEY_DIR: &str = "keys";
 /// The controller's MQTT password file name.
 pub const CONTROLLER_PASSWORD_FILE: &str = "controller.password";
+/// The password of the read-only observer login (`fleetctl broker observer`).
+pub const OBSERVER_PASSWORD_FILE: &str = "observer.password";
 /// The lock file of the running `serve`.
 pub const SERVE_LOCK_FILE: &str = "serve.lock";
 /// Space `serve` keeps in reserve, to be able to start on a full disk.
@@ -343,6 +346,26 @@ impl DataDir {
             Some(row) if row.public_key == public_key_of(&key).1 => Ok(key),
             _ => Err(DataDirError::BadKey(path)),
         }
+    }
+
+    /// The observer login's password, if one was made.
+    pub fn observer_password(&self) -> Result<Option<String>> {
+        let path = self.root.join(OBSERVER_PASSWORD_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// The observer login's password, made (0600) if there is none yet.
+    pub fn observer_password_or_make(&self) -> Result<String> {
+        if let Some(password) = self.observer_password()? {
+            return Ok(password);
+        }
+        let password = hex::encode(crate::random_32().map_err(DataDirError::Random)?);
+        write_secret(&self.root.join(OBSERVER_PASSWORD_FILE), &password)?;
+        Ok(password)
     }
 
     /// The controller's MQTT password.

@@ -38,6 +38,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The MQTT client id (and username) of the controller.
 pub const CONTROLLER_CLIENT_ID: &str = "fleet-controller";
 
+/// The MQTT username of the fleet's read-only watchers (`fleetctl broker observer`):
+/// it may read every status document and publish nothing.
+pub const OBSERVER_USERNAME: &str = "fleet-observer";
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

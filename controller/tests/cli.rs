@@ -355,3 +355,70 @@ fn a_module_that_uses_wasi_nn_goes_only_to_devices_that_offer_inference() {
     assert_eq!(code(&plain), 0, "{}", stderr(&plain));
     assert_eq!(targeted(&plain).len(), 3);
 }
+
+/// A stock MQTT tool watches the fleet with the observer login: `mosquitto_sub` sees
+/// every device's retained status, and the same login is refused a publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_login_watches_every_status_with_mosquitto_sub_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = common::fleet(dir.path(), &["gw-1", "gw-2", "gw-3"]);
+    let data = data.path().to_path_buf();
+    let (mut serve, broker) = serve(&data);
+    let mut sims = Vec::new();
+    for name in ["gw-1", "gw-2", "gw-3"] {
+        sims.push(Sim::start(name, broker, keys.clone(), Mode::Manual).await);
+    }
+    let store = fleet_controller::datadir::DataDir::new(&data).open().unwrap();
+    common::wait_all_online(&store).await;
+
+    let made = fleetctl_async(&data, &["broker", "observer"]).await;
+    assert_eq!(code(&made), 0, "{}", stderr(&made));
+    let password = stdout(&made);
+    assert_eq!(password.len(), 64);
+    assert!(stderr(&made).contains("mosquitto_sub -h 127.0.0.1 -u fleet-observer"), "{}", stderr(&made));
+    // The same password again, not a new one.
+    assert_eq!(stdout(&fleetctl_async(&data, &["broker", "observer"]).await), password);
+
+    let (host, port) = (broker.ip().to_string(), broker.port().to_string());
+    let watched = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_sub")
+            .args(["-h", &host, "-p", &port, "-u", "fleet-observer", "-P", &password, "-v", "-C", "4", "-W", "20"])
+            .args(["-t", "fleet/+/+/status", "-t", "fleet/controller/status"])
+            .output()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&watched.stdout).to_string();
+    assert!(watched.status.success(), "mosquitto_sub failed: {text}\n{}", String::from_utf8_lossy(&watched.stderr));
+    for name in ["gw-1", "gw-2", "gw-3"] {
+        assert!(text.contains(&format!("fleet/devices/{name}/status {{")), "{name} missing from:\n{text}");
+    }
+    assert!(text.contains("fleet/controller/status {"), "{text}");
+
+    // A publish with the observer login closes its connection, and changes nothing.
+    let password = stdout(&fleetctl_async(&data, &["broker", "observer"]).await);
+    let mut options = rumqttc::MqttOptions::new("watcher-1", broker.ip().to_string(), broker.port());
+    options.set_credentials("fleet-observer", password);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    client.publish("fleet/devices/gw-1/status", rumqttc::QoS::AtLeastOnce, true, b"{}".to_vec()).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if eventloop.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the broker did not close the observer's connection after a publish");
+    let status = store.device("gw-1").unwrap().unwrap().status.unwrap();
+    assert_eq!(status.state, fleet_schemas::Presence::Online, "the observer's publish reached the controller");
+    wait_until("the denial counted", || {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&fleetctl(&data, &["status", "--json"]).stdout).unwrap_or_default();
+        doc["controller"]["broker_counters"]["denied_publishes"].as_u64() == Some(1)
+    })
+    .await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -98,7 +98,8 @@ impl BenchFleet {
                 let mut mosquitto = Mosquitto::configured(&dir.path().join("mosquitto"), addr, Persistence::InMemory)?;
                 let entries = store.mosquitto_entries()?;
                 let controller = mosquitto_hash(&data.controller_password()?, b"bench-salt12");
-                std::fs::write(mosquitto.dir().join("passwd"), passwd_file(&controller, &entries))?;
+                let observer = mosquitto_hash(&data.observer_password_or_make()?, b"bench-salt12");
+                std::fs::write(mosquitto.dir().join("passwd"), passwd_file(&controller, &observer, &entries))?;
                 let ids: Vec<DeviceId> = entries.into_iter().map(|(id, _)| id).collect();
                 std::fs::write(mosquitto.dir().join("acl"), acl_file(&Topics::default(), &ids))?;
                 mosquitto.start()?;

@@ -239,30 +239,40 @@ pub fn key(data_dir: &Path, command: KeyCommand) -> Outcome {
 
 #[derive(Debug, Subcommand)]
 pub enum BrokerCommand {
-    /// Write a mosquitto `passwd` file and `acl` file from the registry.
+    /// Write a mosquitto `passwd` file and `acl` file from the registry (the controller,
+    /// the read-only observer and every device).
     Acl {
         /// The directory to write `passwd` and `acl` into.
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the password of the read-only observer login (username `fleet-observer`),
+    /// made on first use: it may subscribe to every status document
+    /// (`fleet/+/+/status`, `fleet/controller/status`) and publish nothing. For
+    /// `mosquitto_sub` or a dashboard; the embedded broker takes it at once.
+    Observer,
 }
 
 pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
-    let BrokerCommand::Acl { out } = command;
+    let out = match command {
+        BrokerCommand::Acl { out } => out,
+        BrokerCommand::Observer => return observer(data_dir),
+    };
     let data = DataDir::new(data_dir);
     let store = data.open()?;
     let devices = store.mosquitto_entries()?;
     let salt = &random_32()?[..12];
     let controller = mosquitto_hash(&data.controller_password()?, salt);
+    let observer = mosquitto_hash(&data.observer_password_or_make()?, &random_32()?[..12]);
     create_private_dir(&out)?;
     let passwd_path = out.join("passwd");
     let acl_path = out.join("acl");
-    write_secret(&passwd_path, passwd_file(&controller, &devices).trim_end())?;
+    write_secret(&passwd_path, passwd_file(&controller, &observer, &devices).trim_end())?;
     let ids: Vec<_> = devices.iter().map(|(id, _)| id.clone()).collect();
     std::fs::write(&acl_path, acl_file(&Topics::default(), &ids))
         .with_context(|| format!("writing {}", acl_path.display()))?;
     eprintln!(
-        "wrote {} and {} for {} device(s) and the controller",
+        "wrote {} and {} for {} device(s), the controller and the observer",
         passwd_path.display(),
         acl_path.display(),
         ids.len()
@@ -272,6 +282,26 @@ pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
         passwd_path.display(),
         acl_path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `broker observer`: the observer's password on stdout (for `-P "$(...)"`), how to
+/// use it on stderr.
+fn observer(data_dir: &Path) -> Outcome {
+    let data = DataDir::new(data_dir);
+    if !data.is_initialised() {
+        return Err(fleet_controller::datadir::DataDirError::NotInitialised(data_dir.to_path_buf()).into());
+    }
+    let password = data.observer_password_or_make()?;
+    let topics = Topics::default();
+    eprintln!(
+        "observer login: user {user}, this password; it reads every status document and publishes nothing:\n  \
+         mosquitto_sub -h 127.0.0.1 -u {user} -P \"$(fleetctl broker observer)\" -t '{p}/+/+/status' -t '{c}' -v",
+        user = fleet_controller::OBSERVER_USERNAME,
+        p = topics.prefix(),
+        c = topics.controller_status(),
+    );
+    println!("{password}");
     Ok(ExitCode::SUCCESS)
 }
 
