@@ -422,3 +422,78 @@ async fn the_observer_login_watches_every_status_with_mosquitto_sub_and_publishe
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+/// `--wait` on a device that was provisioned but never started says what it waits for,
+/// in plain lines when its output is not a terminal, and the job list calls the
+/// execution sent, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_names_the_devices_it_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet-data");
+    let out = fleetctl(&data, &["device", "provision", "gw-1", "--out", dir.path().join("gw-1").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (mut serve, _broker) = serve(&data);
+    let module = dir.path().join("job.wasm");
+    std::fs::write(&module, common::MODULE).unwrap();
+    let mut push = Command::new(FLEETCTL)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["job", "push", module.to_str().unwrap(), "--all", "--wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(push.stderr.take().unwrap()).lines();
+    let seen = tokio::task::spawn_blocking(move || {
+        for line in lines {
+            let line = line.unwrap();
+            // First "queued", then, once serve has sent it, "sent".
+            if line.contains("waiting for gw-1 (never seen online since it was provisioned)")
+                && line.contains("1 sent (not accepted yet)")
+            {
+                return line;
+            }
+        }
+        panic!("--wait never said what it waits for");
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), seen).await.unwrap().unwrap();
+    assert!(line.contains("0 of 1 finished; 1 sent (not accepted yet); waiting for gw-1"), "{line}");
+    assert!(!line.contains('\u{1b}'), "escape codes in a pipe: {line:?}");
+    let list = fleetctl_async(&data, &["job", "list"]).await;
+    assert!(stdout(&list).contains("1 sent (not accepted yet)"), "{}", stdout(&list));
+    let _ = push.kill();
+    let _ = push.wait();
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+/// `watch` into a pipe prints plain screens (each again only when it changed), without
+/// the escape codes that redraw a terminal.
+#[test]
+fn watch_into_a_pipe_prints_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet-data");
+    let out = fleetctl(&data, &["device", "provision", "gw-1", "--out", dir.path().join("gw-1").to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut watch = Command::new(FLEETCTL)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["watch", "--interval", "100ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for line in BufReader::new(watch.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        // One screen: the header, the devices table, the jobs table.
+        if line.contains("JOB") {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(!text.contains('\u{1b}'), "escape codes in a pipe: {text:?}");
+    assert!(text.contains("gw-1") && text.contains("DEVICE"), "{text}");
+}

@@ -169,6 +169,18 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         data_inputs = settings.data.len(),
         "fleet-agent starting"
     );
+    for (name, path) in &settings.data {
+        // Advertised anyway (a sensor file may appear later), but say so now rather
+        // than in every job's failure.
+        if !path.exists() {
+            warn!(
+                input = %name,
+                path = %path.display(),
+                "data input {name}: {} does not exist; jobs that read it fail until it does",
+                path.display()
+            );
+        }
+    }
 
     let shell = Shell::new(core, store, link, executions, (wake_tx.clone(), wake_rx), settings.tick);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -539,3 +539,29 @@ fn on_a_full_disk_the_agent_takes_nothing_new_and_goes_on_when_space_is_back() {
     assert!(agent.is_running());
     drop(agent);
 }
+
+/// A data input whose file is not there is said at start, not only in each job's
+/// failure.
+#[test]
+fn a_data_input_that_does_not_exist_is_warned_about_at_start() {
+    let world = World::start(Options::default());
+    let log = world.dir.path().join("missing-input.log");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_fleet-agent"))
+        .arg("--config")
+        .arg(world.config_path())
+        .args(["--data", "readings=/no/such/file"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("data input readings: /no/such/file does not exist") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning about the missing input:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

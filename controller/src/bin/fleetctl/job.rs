@@ -33,8 +33,8 @@ pub enum JobCommand {
     },
     /// A job's progress, device by device.
     Status {
-        /// The job id (or a unique prefix of it).
-        id: String,
+        /// The job id (or a unique prefix of it); the newest job if left out.
+        id: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -44,16 +44,16 @@ pub enum JobCommand {
     },
     /// What each device's execution produced: output, logs, fuel, duration.
     Results {
-        /// The job id (or a unique prefix of it).
-        id: String,
+        /// The job id (or a unique prefix of it); the newest job if left out.
+        id: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Cancel a job: queued executions are dropped, running ones are told to stop.
     Cancel {
-        /// The job id (or a unique prefix of it).
-        id: String,
+        /// The job id (or a unique prefix of it); the newest job if left out.
+        id: Option<String>,
     },
 }
 
@@ -127,9 +127,9 @@ pub fn run(data_dir: &Path, command: JobCommand) -> Outcome {
     match command {
         JobCommand::Push(args) => push(data_dir, *args),
         JobCommand::List { json } => list(data_dir, json),
-        JobCommand::Status { id, json, wait } => status(data_dir, &id, json, wait),
-        JobCommand::Results { id, json } => results(data_dir, &id, json),
-        JobCommand::Cancel { id } => cancel(data_dir, &id),
+        JobCommand::Status { id, json, wait } => status(data_dir, id.as_deref(), json, wait),
+        JobCommand::Results { id, json } => results(data_dir, id.as_deref(), json),
+        JobCommand::Cancel { id } => cancel(data_dir, id.as_deref()),
     }
 }
 
@@ -305,7 +305,23 @@ fn finished_count(counts: &JobCounts) -> u32 {
     counts.succeeded + counts.failed + counts.rejected + counts.timed_out + counts.canceled
 }
 
-fn counts_line(counts: &JobCounts) -> String {
+/// Executions whose envelope went out and that the device has not accepted yet (the
+/// job status's `queued` counts them with those not sent), by each device's latest
+/// attempt.
+fn sent_count(views: &[rollout::ExecView]) -> u32 {
+    let mut latest: std::collections::HashMap<&DeviceId, &rollout::ExecView> = std::collections::HashMap::new();
+    for view in views {
+        let slot = latest.entry(&view.device).or_insert(view);
+        if view.attempt >= slot.attempt {
+            *slot = view;
+        }
+    }
+    u32::try_from(latest.values().filter(|v| v.state == ExecState::Sent).count()).unwrap_or(u32::MAX)
+}
+
+/// "3 succeeded, 1 running, 1 sent (not accepted yet), 2 queued": every state that has
+/// executions, with `sent` apart from `queued`.
+fn counts_line(counts: &JobCounts, sent: u32) -> String {
     let mut parts = Vec::new();
     for (n, label) in [
         (counts.succeeded, "succeeded"),
@@ -314,7 +330,8 @@ fn counts_line(counts: &JobCounts) -> String {
         (counts.rejected, "rejected"),
         (counts.canceled, "canceled"),
         (counts.running, "running"),
-        (counts.queued, "queued"),
+        (sent, "sent (not accepted yet)"),
+        (counts.queued.saturating_sub(sent), "queued"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {label}"));
@@ -323,28 +340,78 @@ fn counts_line(counts: &JobCounts) -> String {
     if parts.is_empty() { "no devices yet".to_string() } else { parts.join(", ") }
 }
 
-/// Follows a job until it reaches a final state, with a progress bar on stderr.
+/// How often `--wait` says where the job stands when its output is not a terminal (and
+/// nothing changed meanwhile).
+const WAIT_REPORT_EVERY: Duration = Duration::from_secs(15);
+
+/// Follows a job until it reaches a final state, on stderr: a progress bar with the
+/// counts per state on a terminal, a plain line whenever they change (and every 15 s)
+/// otherwise. Either way it names the devices it waits for that are not online ("never
+/// seen online", "offline for 3m"), so it never sits silent on a device that is not
+/// there.
 fn wait(store: &Store, job_id: &JobId) -> Outcome {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let started = std::time::Instant::now();
+    let mut reported: Option<(String, std::time::Instant)> = None;
     loop {
         let job = store.job(job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
         let executions = store.exec_views(job_id)?;
         let (total, counts) = rollout::counts(&executions);
-        bar.set_length(u64::from(total));
-        bar.set_position(u64::from(finished_count(&counts)));
-        bar.set_message(counts_line(&counts));
+        let line = counts_line(&counts, sent_count(&executions));
         if job.state != JobState::InProgress {
             bar.finish_and_clear();
-            eprintln!("job {job_id} {}: {}", job_state_str(job.state), counts_line(&counts));
+            eprintln!("job {job_id} {}: {line}", job_state_str(job.state));
             return Ok(exit_for(job.state, total, &counts));
         }
-        bar.tick();
+        let absent = absent_devices(store, &executions, unix_ms())?;
+        let line = if absent.is_empty() { line } else { format!("{line}; waiting for {}", absent.join(", ")) };
+        if terminal {
+            bar.set_length(u64::from(total));
+            bar.set_position(u64::from(finished_count(&counts)));
+            bar.set_message(line);
+            bar.tick();
+        } else {
+            let due = reported.as_ref().is_none_or(|(last, at)| *last != line || at.elapsed() >= WAIT_REPORT_EVERY);
+            if due {
+                eprintln!(
+                    "[{:>4}s] job {job_id}: {} of {total} finished; {line}",
+                    started.elapsed().as_secs(),
+                    finished_count(&counts)
+                );
+                reported = Some((line, std::time::Instant::now()));
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The devices with an unfinished execution that are not online now, each with how
+/// long: "gw-3 (never seen online)", "gw-4 (offline for 3m)".
+fn absent_devices(store: &Store, executions: &[rollout::ExecView], now: u64) -> anyhow::Result<Vec<String>> {
+    let mut absent = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for view in executions.iter().filter(|v| !v.state.is_terminal()) {
+        if !seen.insert(view.device.clone()) {
+            continue;
+        }
+        let Some(device) = store.device(view.device.as_str())? else { continue };
+        match device.status.as_ref().map(|s| s.state) {
+            Some(fleet_schemas::Presence::Online) => {}
+            Some(fleet_schemas::Presence::Offline) => absent.push(format!(
+                "{} (offline for {})",
+                device.id,
+                age(device.status_at_ms, now).trim_end_matches(" ago")
+            )),
+            None => absent.push(format!("{} (never seen online since it was provisioned)", device.id)),
+        }
+    }
+    Ok(absent)
 }
 
 /// 0 when the job completed and every device succeeded, 1 otherwise.
@@ -366,6 +433,8 @@ struct JobView {
     params: RolloutParams,
     total: u32,
     counts: JobCounts,
+    /// Of `counts.queued`: those whose envelope went out, not accepted yet.
+    sent: u32,
     created_at_ms: u64,
     finished_at_ms: Option<u64>,
 }
@@ -385,6 +454,7 @@ fn job_view(job: &JobRow, executions: &[ExecutionRow]) -> JobView {
         params: job.params,
         total,
         counts,
+        sent: sent_count(&views),
         created_at_ms: job.created_at_ms,
         finished_at_ms: job.finished_at_ms,
     }
@@ -400,7 +470,7 @@ pub fn jobs_table(store: &Store, jobs: &[JobRow], now: u64) -> anyhow::Result<Ta
             view.id,
             state.to_string(),
             view.total.to_string(),
-            counts_line(&view.counts),
+            counts_line(&view.counts, view.sent),
             format!("{}{}", job.target, if job.params.continuous { " (continuous)" } else { "" }),
             age(Some(job.created_at_ms), now),
         ]);
@@ -461,14 +531,28 @@ fn exec_view(row: &ExecutionRow) -> ExecView {
     }
 }
 
-fn load(data_dir: &Path, id: &str) -> anyhow::Result<(Store, JobRow)> {
+fn load(data_dir: &Path, id: Option<&str>) -> anyhow::Result<(Store, JobRow)> {
     let store = DataDir::new(data_dir).open()?;
-    let job_id = store.resolve_job(id)?;
+    let job_id = resolve(&store, id)?;
     let job = store.job(&job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
     Ok((store, job))
 }
 
-fn status(data_dir: &Path, id: &str, json: bool, wait_for_it: bool) -> Outcome {
+/// The job `id` names (a unique prefix will do), or the newest job when none is named.
+fn resolve(store: &Store, id: Option<&str>) -> anyhow::Result<JobId> {
+    match id {
+        Some(id) => Ok(store.resolve_job(id)?),
+        None => {
+            let newest = store.jobs()?.into_iter().next().ok_or_else(|| {
+                UsageError::new("there is no job yet", "push one with `fleetctl job push MODULE.wasm --all`")
+            })?;
+            eprintln!("job {} (the newest)", newest.id);
+            Ok(newest.id)
+        }
+    }
+}
+
+fn status(data_dir: &Path, id: Option<&str>, json: bool, wait_for_it: bool) -> Outcome {
     let (store, job) = load(data_dir, id)?;
     if wait_for_it {
         wait(&store, &job.id)?;
@@ -498,7 +582,7 @@ fn status(data_dir: &Path, id: &str, json: bool, wait_for_it: bool) -> Outcome {
         view.entry,
         if view.chunked { " (chunked)" } else { "" }
     );
-    println!("progress  {} of {}: {}", finished_count(&view.counts), view.total, counts_line(&view.counts));
+    println!("progress  {} of {}: {}", finished_count(&view.counts), view.total, counts_line(&view.counts, view.sent));
     println!("pushed    {}", age(Some(job.created_at_ms), now));
     println!();
     let mut table = Table::new(&["DEVICE", "ATTEMPT", "STATE", "SEQ", "UPDATED", "REASON"]);
@@ -520,7 +604,7 @@ fn status(data_dir: &Path, id: &str, json: bool, wait_for_it: bool) -> Outcome {
     Ok(code)
 }
 
-fn results(data_dir: &Path, id: &str, json: bool) -> Outcome {
+fn results(data_dir: &Path, id: Option<&str>, json: bool) -> Outcome {
     let (store, job) = load(data_dir, id)?;
     let executions = store.executions(&job.id)?;
     if json {
@@ -553,10 +637,10 @@ fn results(data_dir: &Path, id: &str, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cancel(data_dir: &Path, id: &str) -> Outcome {
+fn cancel(data_dir: &Path, id: Option<&str>) -> Outcome {
     let data = DataDir::new(data_dir);
     let mut store = data.open()?;
-    let job_id = store.resolve_job(id)?;
+    let job_id = resolve(&store, id)?;
     let job = store.job(&job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
     if job.state != JobState::InProgress {
         return Err(UsageError::new(

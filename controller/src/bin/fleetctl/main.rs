@@ -9,6 +9,7 @@
 //! database, broker).
 
 mod device;
+mod examples;
 mod fmt;
 mod job;
 mod misc;
@@ -51,9 +52,16 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(misc::KeyCommand),
-    /// Configuration for an external broker.
+    /// Configuration for an external broker, and the read-only observer login.
     #[command(subcommand)]
     Broker(misc::BrokerCommand),
+    /// Write the example jobs (hello.wasm, csv-summary.wasm, ...) and a sample sensor
+    /// file into a directory, to push to a fleet. Needs no server.
+    Examples {
+        /// Where to write them.
+        #[arg(default_value = "./examples")]
+        dir: PathBuf,
+    },
 }
 
 /// `--json` for read commands.
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => misc::audit(&cli.data_dir, args),
         Command::Key(command) => misc::key(&cli.data_dir, command),
         Command::Broker(command) => misc::broker(&cli.data_dir, command),
+        Command::Examples { dir } => examples::write(&dir),
     };
     match result {
         Ok(code) => code,

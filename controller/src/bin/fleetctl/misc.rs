@@ -76,8 +76,13 @@ pub struct WatchArgs {
     once: bool,
 }
 
+/// A live view: on a terminal the screen is redrawn in place; into a pipe or a file it
+/// is printed again, as plain text without escape codes, only when it changed.
 pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
     let store = DataDir::new(data_dir).open()?;
+    let mut last = String::new();
     loop {
         let now = unix_ms();
         let mut screen = String::new();
@@ -96,8 +101,16 @@ pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
             print!("{screen}");
             return Ok(ExitCode::SUCCESS);
         }
-        // Clear the screen and home the cursor, then draw.
-        print!("\x1b[2J\x1b[H{screen}");
+        if terminal {
+            // Clear the screen and home the cursor, then draw.
+            print!("\x1b[2J\x1b[H{screen}");
+        } else if screen != last {
+            println!("--- {} s since the epoch", now / 1000);
+            print!("{screen}");
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            last = screen;
+        }
         std::thread::sleep(args.interval);
     }
 }
