@@ -81,6 +81,59 @@ pub(crate) struct Shared {
     pub gate: Arc<Gate>,
     /// Rate limits for the lines a client can cause.
     pub logs: LogGates,
+    /// The admitted connections by client id, to close on request.
+    pub clients: Arc<Clients>,
+}
+
+/// The admitted connections by client id, so the broker's owner can close them (a
+/// device whose credentials were revoked is cut off at once, not at its next login).
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    map: std::sync::Mutex<std::collections::HashMap<String, Vec<(u64, CancellationToken)>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// An admitted connection's place in [`Clients`], removed when dropped.
+pub(crate) struct ClientEntry<'a> {
+    clients: &'a Clients,
+    client_id: String,
+    id: u64,
+    pub kick: CancellationToken,
+}
+
+impl Clients {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<(u64, CancellationToken)>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn register(&self, client_id: &str) -> ClientEntry<'_> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kick = CancellationToken::new();
+        self.map().entry(client_id.to_string()).or_default().push((id, kick.clone()));
+        ClientEntry { clients: self, client_id: client_id.to_string(), id, kick }
+    }
+
+    /// Closes every connection of `client_id`; how many there were.
+    pub fn disconnect(&self, client_id: &str) -> usize {
+        let map = self.map();
+        let tokens = map.get(client_id).map(Vec::as_slice).unwrap_or_default();
+        for (_, token) in tokens {
+            token.cancel();
+        }
+        tokens.len()
+    }
+}
+
+impl Drop for ClientEntry<'_> {
+    fn drop(&mut self) {
+        let mut map = self.clients.map();
+        if let Some(entries) = map.get_mut(&self.client_id) {
+            entries.retain(|(id, _)| *id != self.id);
+            if entries.is_empty() {
+                map.remove(&self.client_id);
+            }
+        }
+    }
 }
 
 /// One [`LogGate`] per kind of line a client can cause, so a flood of one kind does not
@@ -175,6 +228,8 @@ enum End {
     Gated(Refused),
     /// Closed while unauthenticated to make room for a newer connection.
     Evicted,
+    /// Closed by the broker's owner ([`crate::RunningBroker::disconnect`]).
+    Disconnected,
 }
 
 async fn serve(mut client: TcpStream, peer: SocketAddr, ticket: Result<Ticket, Refused>, shared: &Shared) {
@@ -245,6 +300,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, ticket: Result<Ticket, R
             }
         }
         End::EngineDown(error) => warn!(%error, "cannot reach the MQTT engine; connection refused"),
+        End::Disconnected => info!("connection closed: its client was disconnected by the broker's owner"),
     }
 }
 
@@ -316,10 +372,11 @@ async fn handshake_and_relay(client: &mut TcpStream, peer: SocketAddr, ticket: &
     if !ticket.admit() {
         return End::Evicted;
     }
+    let entry = shared.clients.register(admitted.session.client_id());
 
     if let Some(hub) = &shared.hub {
         debug!(identity = ?admitted.session.identity(), client_id = admitted.session.client_id(), "admitted");
-        return relay_native(client, admitted, buf, hub, shared).await;
+        return relay_native(client, admitted, buf, hub, shared, &entry.kick).await;
     }
     // The same client id always goes to the same shard, so rumqttd sees a session
     // takeover (and cancels the old connection's last-will) within one server.
@@ -354,7 +411,11 @@ async fn handshake_and_relay(client: &mut TcpStream, peer: SocketAddr, ticket: &
         return End::EngineDown(e);
     }
     debug!(identity = ?admitted.session.identity(), client_id = admitted.session.client_id(), "admitted");
-    relay(client, engine, admitted.session, buf, permit, shared).await
+    tokio::select! {
+        end = relay(client, engine, admitted.session, buf, permit, shared) => end,
+        // Dropping the relay closes both sockets: rumqttd sees an unclean end (the will).
+        () = entry.kick.cancelled() => End::Disconnected,
+    }
 }
 
 /// A stable shard for `client_id` (FNV-1a).
@@ -626,7 +687,14 @@ fn shrink_if_idle(buf: &mut BytesMut) {
 
 /// Runs an admitted connection on the native engine until it ends, then tells the
 /// router how (a DISCONNECT is a clean end; anything else publishes the will).
-async fn relay_native(client: &mut TcpStream, admitted: Admitted, buf: BytesMut, hub: &Hub, shared: &Shared) -> End {
+async fn relay_native(
+    client: &mut TcpStream,
+    admitted: Admitted,
+    buf: BytesMut,
+    hub: &Hub,
+    shared: &Shared,
+    kick: &CancellationToken,
+) -> End {
     let Packet::Connect(connect, _, will, _, _) = admitted.engine_connect else {
         return End::Bad(FrameError::Malformed(rumqttd::protocol::Error::IncorrectPacketFormat));
     };
@@ -643,6 +711,7 @@ async fn relay_native(client: &mut TcpStream, admitted: Admitted, buf: BytesMut,
     let (end, clean) = tokio::select! {
         read = reader => read,
         end = writer => (end, false),
+        () = kick.cancelled() => (End::Disconnected, false),
     };
     hub.run(|router| router.disconnected(conn, &client_id, clean));
     hub.close(conn);

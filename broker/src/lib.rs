@@ -83,6 +83,7 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     max_connections: usize,
     counters: Arc<Counters>,
+    clients: Arc<frontdoor::Clients>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     engine: Option<Engine>,
@@ -106,9 +107,17 @@ impl RunningBroker {
         self.counters.snapshot()
     }
 
-    /// A handle on the counters for whoever reports them (the controller's status).
-    pub fn stats_source(&self) -> StatsSource {
-        StatsSource(self.counters.clone())
+    /// A handle for the broker's owner: its counters, and closing a client's
+    /// connections.
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle { counters: self.counters.clone(), clients: self.clients.clone() }
+    }
+
+    /// Closes every connection of `client_id` at once, as an unclean end (its last-will
+    /// is published); how many there were. For a client whose credentials were just
+    /// revoked: it is cut off now, and its next CONNECT is the authenticator's to refuse.
+    pub fn disconnect(&self, client_id: &str) -> usize {
+        self.clients.disconnect(client_id)
     }
 
     /// Stops accepting, closes every client connection, then stops the engine.
@@ -143,20 +152,29 @@ impl std::fmt::Debug for RunningBroker {
     }
 }
 
-/// A running broker's counters, readable without holding the broker.
+/// What the broker's owner needs of a running broker without holding it: its counters,
+/// and closing a client's connections.
 #[derive(Clone)]
-pub struct StatsSource(Arc<Counters>);
+pub struct BrokerHandle {
+    counters: Arc<Counters>,
+    clients: Arc<frontdoor::Clients>,
+}
 
-impl StatsSource {
+impl BrokerHandle {
     /// The counters now.
     pub fn snapshot(&self) -> BrokerStats {
-        self.0.snapshot()
+        self.counters.snapshot()
+    }
+
+    /// See [`RunningBroker::disconnect`].
+    pub fn disconnect(&self, client_id: &str) -> usize {
+        self.clients.disconnect(client_id)
     }
 }
 
-impl std::fmt::Debug for StatsSource {
+impl std::fmt::Debug for BrokerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("StatsSource").field(&self.snapshot()).finish()
+        f.debug_tuple("BrokerHandle").field(&self.snapshot()).finish()
     }
 }
 
@@ -236,6 +254,7 @@ async fn start_on(
     };
 
     let counters = Arc::new(Counters::default());
+    let clients = Arc::new(frontdoor::Clients::default());
     let gate = gate::Gate::new(gate::Limits::new(max_connections, config.max_pending_per_address));
     let shared = Arc::new(frontdoor::Shared {
         topics: Arc::new(config.topics.clone()),
@@ -255,6 +274,7 @@ async fn start_on(
         connect_timeout: config.connect_timeout,
         gate,
         logs: frontdoor::LogGates::default(),
+        clients: clients.clone(),
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -268,5 +288,5 @@ async fn start_on(
         engine = ?config.engine,
         "MQTT broker listening"
     );
-    Ok(RunningBroker { local_addr, max_connections, counters, cancel, tracker, engine, runtime: None })
+    Ok(RunningBroker { local_addr, max_connections, counters, clients, cancel, tracker, engine, runtime: None })
 }

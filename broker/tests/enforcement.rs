@@ -358,3 +358,22 @@ async fn failed_logins_slow_their_address_down() {
     assert_eq!(broker.stats().slowed_logins, 3);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_owner_can_cut_a_client_off_and_its_will_goes_out() {
+    let broker = broker().await;
+    let mut controller = Client::connect(options(&broker, "controller", "controller")).await;
+    controller.subscribe(&device_topic("d1", "status")).await;
+    let mut opts = options(&broker, "d1", "d1");
+    opts.set_last_will(rumqttc::LastWill::new(
+        device_topic("d1", "status"),
+        b"offline".to_vec(),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut d1 = Client::connect(opts).await;
+    assert_eq!(broker.disconnect("d1"), 1);
+    d1.closed_by_broker().await;
+    assert_eq!(&controller.publish().await.payload[..], b"offline");
+    broker.shutdown().await;
+}

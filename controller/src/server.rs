@@ -282,7 +282,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         warn!(%error, "cannot write who holds the data directory's lock");
     }
     let lock = (lock, info);
-    let broker_stats = broker.as_ref().map(fleet_broker::RunningBroker::stats_source);
+    let broker_handle = broker.as_ref().map(fleet_broker::RunningBroker::handle);
 
     let mut options = MqttOptions::new(CONTROLLER_CLIENT_ID, host.clone(), port);
     options
@@ -330,7 +330,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         connected_once: false,
         online_since_fresh_broker: HashSet::new(),
         broker_label: format!("{host}:{port}"),
-        broker_stats,
+        broker_handle,
+        revocations_seen_ms: unix_ms(),
         published_broker_stats: None,
         last_heartbeat: 0,
         touched: HashSet::new(),
@@ -423,7 +424,9 @@ struct Server {
     broker_label: String,
     /// The embedded broker's counters (refusals, ACL denials, malformed packets), for
     /// the controller's status; `None` with an external broker.
-    broker_stats: Option<fleet_broker::StatsSource>,
+    broker_handle: Option<fleet_broker::BrokerHandle>,
+    /// Credentials revoked up to this time (ms) have had their connections cut off.
+    revocations_seen_ms: u64,
     /// The broker's counters as last published in the controller's status.
     published_broker_stats: Option<fleet_broker::BrokerStats>,
     last_heartbeat: u64,
@@ -870,7 +873,7 @@ impl Server {
         }
         if self.counters_dirty || now.saturating_sub(self.last_heartbeat) >= 5_000 {
             self.flush_counters()?;
-            let broker_now = self.broker_stats.as_ref().map(fleet_broker::StatsSource::snapshot);
+            let broker_now = self.broker_handle.as_ref().map(fleet_broker::BrokerHandle::snapshot);
             if self.counters_dirty || broker_now != self.published_broker_stats {
                 self.publish_controller_status(Presence::Online).await;
                 self.counters_dirty = false;
@@ -882,8 +885,15 @@ impl Server {
         Ok(())
     }
 
-    /// Plans every job that is not finished, and publishes a newer key rotation.
+    /// Plans every job that is not finished, publishes a newer key rotation, and cuts
+    /// off the connections of devices whose credentials were revoked.
     async fn reconcile(&mut self, now: u64) -> Result<(), ServeError> {
+        let (revoked, seen) = self.store.revoked_since(self.revocations_seen_ms)?;
+        self.revocations_seen_ms = seen;
+        for device in revoked {
+            let closed = self.broker_handle.as_ref().map_or(0, |broker| broker.disconnect(device.as_str()));
+            warn!(%device, connections = closed, "credentials revoked: the device is cut off and cannot log in again");
+        }
         if let Some((seq, bytes)) = self.store.latest_rotation()?
             && seq > self.published_rotation
         {
@@ -1097,7 +1107,7 @@ impl Server {
     }
 
     fn broker_counters(&self) -> Option<BTreeMap<&'static str, u64>> {
-        self.broker_stats.as_ref().map(|stats| stats.snapshot().named().into_iter().collect())
+        self.broker_handle.as_ref().map(|stats| stats.snapshot().named().into_iter().collect())
     }
 
     /// What `serve` records about itself for `fleetctl status`.

@@ -147,6 +147,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN synced_at INTEGER;         -- ms
     ALTER TABLE devices ADD COLUMN store_resets INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: removed devices (credentials and key revoked, history kept), and when a
+    // device's credentials were last revoked (removed or replaced), for serve to cut off
+    // its connections.
+    r#"
+    ALTER TABLE devices ADD COLUMN removed_at INTEGER;        -- ms
+    ALTER TABLE devices ADD COLUMN revoked_at INTEGER;        -- ms
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -235,6 +242,9 @@ pub struct DeviceRow {
     pub depths: Option<Depths>,
     /// Its store, as its sync requests told the controller.
     pub store: DeviceStore,
+    /// When it was removed (`fleetctl device remove`): its credentials and key are
+    /// revoked, its history kept.
+    pub removed_at_ms: Option<u64>,
     /// The next envelope sequence number.
     pub next_seq: u64,
     /// The highest event sequence number recorded with every one before it.
@@ -516,7 +526,8 @@ impl std::ops::Deref for Tx<'_> {
 }
 
 const DEVICE_COLUMNS: &str = "id, kind, labels, public_key, status, status_at, next_seq, acked_event_seq, created_at, \
-                              queue_depth, outbox_depth, depths_at, incarnation, synced_at, store_resets";
+                              queue_depth, outbox_depth, depths_at, incarnation, synced_at, store_resets, \
+                              removed_at";
 const JOB_COLUMNS: &str = "id, module_hash, module_size, chunked, entry, target, params, state, cancel_requested, \
                            created_at, finished_at";
 const EXEC_COLUMNS: &str = "job_id, device_id, attempt, state, created_at, updated_at, envelope_seq, sent_at, \
@@ -661,7 +672,7 @@ impl Store {
     pub fn device_password_hash(&self, id: &str) -> Result<Option<[u8; 32]>> {
         let hash: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT password_hash FROM devices WHERE id = ?1", [id], |row| row.get(0))
+            .query_row("SELECT password_hash FROM devices WHERE id = ?1 AND removed_at IS NULL", [id], |row| row.get(0))
             .optional()?;
         hash.map(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| corrupt("password hash length")))
             .transpose()
@@ -669,14 +680,17 @@ impl Store {
 
     /// A device's event-signing public key.
     pub fn device_public_key(&self, id: &str) -> Result<Option<PublicKey>> {
-        let key: Option<Vec<u8>> =
-            self.conn.query_row("SELECT public_key FROM devices WHERE id = ?1", [id], |row| row.get(0)).optional()?;
+        let key: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT public_key FROM devices WHERE id = ?1 AND removed_at IS NULL", [id], |row| row.get(0))
+            .optional()?;
         key.map(|bytes| public_key_from(&bytes)).transpose()
     }
 
     /// Every device's mosquitto password entry, by id.
     pub fn mosquitto_entries(&self) -> Result<Vec<(DeviceId, String)>> {
-        let mut stmt = self.conn.prepare("SELECT id, mosquitto_hash FROM devices ORDER BY id")?;
+        let mut stmt =
+            self.conn.prepare("SELECT id, mosquitto_hash FROM devices WHERE removed_at IS NULL ORDER BY id")?;
         let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
         rows.map(|row| {
             let (id, hash) = row?;
@@ -708,7 +722,95 @@ impl Store {
 
     /// The ids of the devices a target matches now, by id.
     pub fn matching_devices(&self, target: &Target) -> Result<Vec<DeviceId>> {
-        Ok(self.devices()?.into_iter().filter(|d| target.matches(&d.id, &d.labels)).map(|d| d.id).collect())
+        Ok(self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.removed_at_ms.is_none() && target.matches(&d.id, &d.labels))
+            .map(|d| d.id)
+            .collect())
+    }
+
+    /// Removes a device: its credentials and key are revoked (it cannot log in, and what
+    /// it still sends is not recorded), its executions not yet ended are canceled, its
+    /// history is kept; audited. Returns the jobs whose executions it canceled, or
+    /// `None` if it was removed already.
+    pub fn remove_device(&mut self, id: &DeviceId, actor: &str, now_ms: u64) -> Result<Option<Vec<JobId>>> {
+        let tx = self.immediate()?;
+        let removed: Option<Option<i64>> =
+            tx.query_row("SELECT removed_at FROM devices WHERE id = ?1", [id.as_str()], |row| row.get(0)).optional()?;
+        match removed {
+            None => return Err(StoreError::NoDevice(id.to_string())),
+            Some(Some(_)) => return Ok(None),
+            Some(None) => {}
+        }
+        let jobs: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT DISTINCT job_id FROM executions
+                 WHERE device_id = ?1 AND state IN ('queued', 'sent', 'accepted', 'running')",
+            )?;
+            let rows = stmt.query_map([id.as_str()], |row| row.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE executions SET state = 'canceled', reason = 'the device was removed', updated_at = ?2
+             WHERE device_id = ?1 AND state IN ('queued', 'sent', 'accepted', 'running')",
+            params![id.as_str(), to_i64(now_ms)],
+        )?;
+        tx.execute(
+            "UPDATE devices SET removed_at = ?2, revoked_at = ?2 WHERE id = ?1",
+            params![id.as_str(), to_i64(now_ms)],
+        )?;
+        let detail = serde_json::json!({ "device": id.as_str(), "canceled_jobs": jobs.len() });
+        audit_in(&tx, actor, "device.remove", &detail.to_string(), now_ms)?;
+        tx.commit()?;
+        jobs.iter().map(|job| job.parse().map_err(corrupt)).collect::<Result<_>>().map(Some)
+    }
+
+    /// Gives a device (removed or not, a reinstall, a replacement unit) new credentials
+    /// and a new key: the old ones are revoked at once, its history and envelope
+    /// sequence are kept, and its store counts as new (it syncs: docs/protocol.md,
+    /// "Store resync"). Audited.
+    pub fn replace_device(&mut self, device: &NewDevice, actor: &str, now_ms: u64) -> Result<()> {
+        let tx = self.immediate()?;
+        let labels = serde_json::to_string(&device.labels).map_err(corrupt)?;
+        let changed = tx.execute(
+            "UPDATE devices SET kind = ?2, labels = ?3, public_key = ?4, password_hash = ?5, mosquitto_hash = ?6,
+                 removed_at = NULL, revoked_at = ?7, incarnation = NULL, sync_grant = NULL
+             WHERE id = ?1",
+            params![
+                device.id.as_str(),
+                device.kind.as_str(),
+                labels,
+                &device.public_key.0[..],
+                &device.password_hash[..],
+                device.mosquitto_hash,
+                to_i64(now_ms)
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoDevice(device.id.to_string()));
+        }
+        let detail = serde_json::json!({
+            "device": device.id.as_str(), "kind": device.kind.as_str(), "labels": device.labels,
+        });
+        audit_in(&tx, actor, "device.replace", &detail.to_string(), now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Devices whose credentials were revoked after `since_ms` (removed or replaced),
+    /// with the latest such time: serve cuts their connections off.
+    pub fn revoked_since(&self, since_ms: u64) -> Result<(Vec<DeviceId>, u64)> {
+        let mut stmt = self.conn.prepare("SELECT id, revoked_at FROM devices WHERE revoked_at > ?1")?;
+        let rows = stmt.query_map([to_i64(since_ms)], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut ids = Vec::new();
+        let mut latest = since_ms;
+        for row in rows {
+            let (id, at) = row?;
+            ids.push(DeviceId::new(id).map_err(corrupt)?);
+            latest = latest.max(to_u64(at));
+        }
+        Ok((ids, latest))
     }
 
     // ----- keys ----------------------------------------------------------------------
@@ -1539,6 +1641,7 @@ fn read_device(row: &rusqlite::Row<'_>) -> Result<DeviceRow> {
             synced_at_ms: row.get::<_, Option<i64>>(13)?.map(to_u64),
             resets: to_u64(row.get(14)?),
         },
+        removed_at_ms: row.get::<_, Option<i64>>(15)?.map(to_u64),
     })
 }
 

@@ -497,3 +497,82 @@ fn watch_into_a_pipe_prints_plain_text() {
     assert!(!text.contains('\u{1b}'), "escape codes in a pipe: {text:?}");
     assert!(text.contains("gw-1") && text.contains("DEVICE"), "{text}");
 }
+
+/// Connects with these credentials; the CONNACK's code (0: accepted).
+async fn connack_code(broker: SocketAddr, id: &str, password: &str) -> rumqttc::ConnectReturnCode {
+    let mut options = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
+    options.set_credentials(id, password);
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    // Refused logins from this address slow its next ones down (up to 5 s): wait longer
+    // than rumqttc does by default.
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(20);
+    eventloop.set_network_options(network);
+    let polled = tokio::time::timeout(std::time::Duration::from_secs(30), eventloop.poll()).await.unwrap();
+    match polled {
+        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => ack.code,
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => code,
+        other => panic!("expected a CONNACK, got {other:?}"),
+    }
+}
+
+/// A removed device is cut off at once and cannot log in again, its history kept; the
+/// same id re-provisioned with --replace gets new credentials, and the old ones stay
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_device_is_cut_off_and_a_replaced_one_gets_new_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet-data");
+    let first_dir = dir.path().join("gw-1");
+    let out = fleetctl(&data, &["device", "provision", "gw-1", "--out", first_dir.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let config: DeviceConfig =
+        serde_json::from_str(&std::fs::read_to_string(first_dir.join("agent.json")).unwrap()).unwrap();
+    let (mut serve, broker) = serve(&data);
+    let keys = KeyRing::new(config.job_keys.iter().map(|k| Trusted::new(&k.public_key).unwrap()).collect()).unwrap();
+    let sim =
+        Sim::start_with("gw-1", config.device_key.signing_key(), &config.password, broker, keys, None, Mode::Auto)
+            .await;
+    let store = fleet_controller::datadir::DataDir::new(&data).open().unwrap();
+    common::wait_all_online(&store).await;
+
+    let removed = fleetctl_async(&data, &["device", "remove", "gw-1"]).await;
+    assert_eq!(code(&removed), 0, "{}", stderr(&removed));
+    assert!(stderr(&removed).contains("removed gw-1: its credentials and key are revoked"), "{}", stderr(&removed));
+    // Cut off now (its connection closed by serve's broker: the device's own reconnects
+    // are then refused), and it cannot log in again.
+    wait_until("the removed device to be cut off and refused", || {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&fleetctl(&data, &["status", "--json"]).stdout).unwrap_or_default();
+        doc["controller"]["broker_counters"]["failed_logins"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    drop(sim);
+    assert_eq!(connack_code(broker, "gw-1", &config.password).await, rumqttc::ConnectReturnCode::BadUserNamePassword);
+    let list = fleetctl_async(&data, &["device", "list"]).await;
+    assert!(stdout(&list).contains("removed"), "{}", stdout(&list));
+    // Nothing can be pushed to it.
+    let module = dir.path().join("job.wasm");
+    std::fs::write(&module, common::MODULE).unwrap();
+    let push = fleetctl_async(&data, &["job", "push", module.to_str().unwrap(), "--target", "gw-1"]).await;
+    assert_eq!(code(&push), 2, "{}", stderr(&push));
+
+    // Reinstalled: the same id, new credentials; the old ones stay refused.
+    let second_dir = dir.path().join("gw-1-new");
+    let again = fleetctl_async(&data, &["device", "provision", "gw-1", "--out", second_dir.to_str().unwrap()]).await;
+    assert_eq!(code(&again), 2, "provisioning an existing id without --replace must be refused");
+    assert!(stderr(&again).contains("--replace"), "{}", stderr(&again));
+    let replaced =
+        fleetctl_async(&data, &["device", "provision", "gw-1", "--replace", "--out", second_dir.to_str().unwrap()])
+            .await;
+    assert_eq!(code(&replaced), 0, "{}", stderr(&replaced));
+    let new: DeviceConfig =
+        serde_json::from_str(&std::fs::read_to_string(second_dir.join("agent.json")).unwrap()).unwrap();
+    assert_ne!(new.password, config.password);
+    assert_eq!(connack_code(broker, "gw-1", &new.password).await, rumqttc::ConnectReturnCode::Success);
+    assert_eq!(connack_code(broker, "gw-1", &config.password).await, rumqttc::ConnectReturnCode::BadUserNamePassword);
+    let audit = stdout(&fleetctl_async(&data, &["audit", "--json"]).await);
+    assert!(audit.contains("device.remove") && audit.contains("device.replace"), "{audit}");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -390,3 +390,26 @@ fn a_new_devices_first_sync_is_not_a_reset() {
         Err(StoreError::NoDevice(_))
     ));
 }
+
+#[test]
+fn a_removed_device_has_nothing_recorded_and_is_no_target() {
+    let dir = temp();
+    let mut store = Store::open(&dir.path().join("fleet.db")).unwrap();
+    add_device(&mut store, "gw-1", "site=a");
+    add_device(&mut store, "gw-2", "site=a");
+    let job = add_job(&mut store, 1, Target::All, &["gw-1", "gw-2"], RolloutParams::default());
+    store.send_execution(&job, &device_id("gw-1"), 1, 10, 5_000, |seq| Ok(vec![seq as u8])).unwrap().unwrap();
+    assert_eq!(store.remove_device(&device_id("gw-1"), "tester", 20).unwrap(), Some(vec![job]));
+    assert_eq!(store.remove_device(&device_id("gw-1"), "tester", 21).unwrap(), None);
+    // Its execution ended canceled; what it still sends is refused before the store.
+    let row = store.executions(&job).unwrap().into_iter().find(|e| e.device_id.as_str() == "gw-1").unwrap();
+    assert_eq!((row.state, row.reason.as_deref()), (ExecState::Canceled, Some("the device was removed")));
+    let late = event("gw-1", job, 1, 1, EventKind::Succeeded(RunReport::default()));
+    assert!(matches!(ingest_event(&mut store, "gw-1", &late, 30), Err(IngestError::UnknownDevice(_))));
+    assert_eq!(store.event_count(&device_id("gw-1")).unwrap(), 0);
+    // No login, no target; its history stays.
+    assert_eq!(store.device_password_hash("gw-1").unwrap(), None);
+    let targets = store.matching_devices(&Target::All).unwrap();
+    assert_eq!(targets.iter().map(|d| d.as_str()).collect::<Vec<_>>(), vec!["gw-2"]);
+    assert!(store.device("gw-1").unwrap().unwrap().removed_at_ms.is_some());
+}

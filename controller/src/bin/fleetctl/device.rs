@@ -45,6 +45,19 @@ pub enum DeviceCommand {
         /// firmware.elf, so the directory holds everything flash.sh flashes.
         #[arg(long, value_name = "ELF")]
         firmware: Option<PathBuf>,
+        /// The device exists already (reinstalled, replaced, or removed): give it new
+        /// credentials and a new key, revoking the old ones at once (a running serve cuts
+        /// its connection off), keep its history, and write its config (replacing
+        /// --out's files).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a device: its credentials and key are revoked at once (a running serve
+    /// cuts its connection off; it cannot log in again, and nothing it still sends is
+    /// recorded), its unfinished executions are canceled, its history is kept.
+    Remove {
+        /// The device's id.
+        id: String,
     },
     /// List devices.
     List {
@@ -64,14 +77,16 @@ pub enum DeviceCommand {
 
 pub fn run(data_dir: &Path, command: DeviceCommand) -> Outcome {
     match command {
-        DeviceCommand::Provision { id, labels, kind, out, broker, firmware } => {
-            provision(data_dir, &id, &labels, &kind, &out, &broker, firmware.as_deref())
+        DeviceCommand::Provision { id, labels, kind, out, broker, firmware, replace } => {
+            provision(data_dir, &id, &labels, &kind, &out, &broker, firmware.as_deref(), replace)
         }
+        DeviceCommand::Remove { id } => remove(data_dir, &id),
         DeviceCommand::List { json } => list(data_dir, json),
         DeviceCommand::Show { id, json } => show(data_dir, &id, json),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn provision(
     data_dir: &Path,
     id: &str,
@@ -80,6 +95,7 @@ fn provision(
     out: &Path,
     broker: &str,
     firmware: Option<&Path>,
+    replace: bool,
 ) -> Outcome {
     let id = DeviceId::new(id).map_err(|e| UsageError::plain(format!("`{id}` is not a valid device id: {e}")))?;
     let labels =
@@ -110,22 +126,40 @@ fn provision(
         None => None,
     };
     let config_path = out.join("agent.json");
-    if config_path.exists() {
+    if config_path.exists() && !replace {
         return Err(UsageError::new(
             format!("{} already exists", config_path.display()),
-            "choose another --out directory, or remove the old file if that device is gone",
+            format!("choose another --out directory, or re-provision that device with `fleetctl device provision {id} --replace --out {}`", out.display()),
         )
         .into());
     }
 
     let data = DataDir::new(data_dir);
     let mut store = data.open_or_init()?;
-    if store.device(id.as_str())?.is_some() {
-        return Err(UsageError::new(
-            format!("device {id} is already provisioned"),
-            format!("pick another id, or see it with `fleetctl device show {id}`"),
-        )
-        .into());
+    match (store.device(id.as_str())?.is_some(), replace) {
+        (true, false) => {
+            return Err(UsageError::new(
+                format!("device {id} is already provisioned"),
+                format!(
+                    "pick another id; or, for that device reinstalled or replaced, `fleetctl device provision {id} --replace --out DIR` \
+                     (its old credentials are revoked); or `fleetctl device remove {id}`"
+                ),
+            )
+            .into());
+        }
+        (false, true) => {
+            return Err(UsageError::new(
+                format!("there is no device {id} to replace"),
+                "leave out --replace to provision a new device",
+            )
+            .into());
+        }
+        _ => {}
+    }
+    if replace {
+        for name in ["agent.json", "agent.postcard", "config-block.bin", QEMU_FLASH_FILE, "flash.sh", FIRMWARE_FILE] {
+            let _ = std::fs::remove_file(out.join(name));
+        }
     }
     let device_seed = random_32()?;
     let device_key = SigningKey::from_bytes(&device_seed);
@@ -186,7 +220,12 @@ fn provision(
         password_hash: password_hash(password.as_bytes()),
         mosquitto_hash: mosquitto_hash(&password, salt),
     };
-    if let Err(error) = store.insert_device(&device, &actor(), unix_ms()) {
+    let registered = if replace {
+        store.replace_device(&device, &actor(), unix_ms())
+    } else {
+        store.insert_device(&device, &actor(), unix_ms())
+    };
+    if let Err(error) = registered {
         for path in &written {
             let _ = std::fs::remove_file(path);
         }
@@ -194,6 +233,12 @@ fn provision(
     }
     for path in &written {
         eprintln!("wrote {}", path.display());
+    }
+    if replace {
+        eprintln!(
+            "{id}: new credentials and key; the old ones are revoked{}",
+            if crate::job::serve_is_running(data_dir) { " (the running serve cuts off its connection)" } else { "" }
+        );
     }
     if kind == DeviceKind::Mcu {
         eprintln!(
@@ -300,7 +345,32 @@ struct DeviceView {
     created_at_ms: u64,
 }
 
+/// `device remove`.
+fn remove(data_dir: &Path, id: &str) -> Outcome {
+    let id = DeviceId::new(id).map_err(|e| UsageError::plain(format!("`{id}` is not a valid device id: {e}")))?;
+    let mut store = DataDir::new(data_dir).open()?;
+    match store.remove_device(&id, &actor(), unix_ms())? {
+        None => eprintln!("{id} was removed already"),
+        Some(jobs) => {
+            eprintln!(
+                "removed {id}: its credentials and key are revoked{}, its history is kept; {} job(s) had executions on it, canceled",
+                if crate::job::serve_is_running(data_dir) {
+                    " (the running serve cuts off its connection)"
+                } else {
+                    ""
+                },
+                jobs.len()
+            );
+            eprintln!("with an external broker, regenerate its files: `fleetctl broker acl --out DIR`, and reload it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn presence(device: &DeviceRow) -> &'static str {
+    if device.removed_at_ms.is_some() {
+        return "removed";
+    }
     match device.status.as_ref().map(|s| s.state) {
         Some(Presence::Online) => "online",
         Some(Presence::Offline) => "offline",

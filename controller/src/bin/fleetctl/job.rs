@@ -210,12 +210,12 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
         Target::Devices(ids) => {
             let unknown: Vec<String> = ids
                 .iter()
-                .filter(|id| !matches!(store.device(id.as_str()), Ok(Some(_))))
+                .filter(|id| !matches!(store.device(id.as_str()), Ok(Some(d)) if d.removed_at_ms.is_none()))
                 .map(|id| id.to_string())
                 .collect();
             if !unknown.is_empty() {
                 return Err(UsageError::new(
-                    format!("unknown device(s): {}", unknown.join(", ")),
+                    format!("unknown or removed device(s): {}", unknown.join(", ")),
                     "run `fleetctl device list` to see device ids",
                 )
                 .into());

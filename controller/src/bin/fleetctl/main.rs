@@ -139,7 +139,9 @@ fn report(error: &anyhow::Error) -> ExitCode {
             return match store {
                 StoreError::NoJob(_) | StoreError::AmbiguousJob(_) => Some("run `fleetctl job list` to see job ids"),
                 StoreError::NoDevice(_) => Some("run `fleetctl device list` to see device ids"),
-                StoreError::DeviceExists(_) => Some("pick another id, or inspect it with `fleetctl device show ID`"),
+                StoreError::DeviceExists(_) => {
+                    Some("pick another id, or re-provision it with `fleetctl device provision ID --replace --out DIR`")
+                }
                 StoreError::TooNew { .. } => Some("this data directory was written by a newer fleetctl"),
                 _ => None,
             };
