@@ -7,15 +7,23 @@
 //! the firmware image and QEMU are there), push the `hello` job to all of them, print
 //! the results, and stop everything cleanly. It exits non-zero if any step fails.
 //!
+//! The emulated board is the point of the demo as much as the gateways: the same signed
+//! job runs on both. So the demo builds the firmware itself (a nested cargo build in
+//! `firmware-sdk/`, its own target dir) when the `thumbv7em-none-eabihf` target is
+//! installed and runs a board when `qemu-system-arm` is there, and says what to install
+//! when either is missing. A first run builds a lot (wasmtime, the firmware): the demo
+//! says up front how long that takes on a 2-core machine and keeps saying that it is
+//! still building.
+//!
 //! Flags: `--no-board` (Linux agents only), `--keep` (keep the fleet's directory),
-//! `--no-build` (use the binaries as they are: the demo's own test runs it so, inside a
-//! `cargo test` that has built them).
+//! `--no-build` (use the fleet's binaries as they are: the demo's own test runs it so,
+//! inside a `cargo test` that has built them; the firmware is still built if missing).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use fleet_hil::board::{QemuBoard, qemu_boards_available};
+use fleet_hil::board::{FIRMWARE_BUILD, QemuBoard, qemu_boards_available};
 use fleet_hil::{Fleet, FleetOptions, JobRequest, bins};
 
 const AGENTS: [(&str, &str); 3] = [
@@ -54,33 +62,89 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}/6] {text}");
 }
 
-fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
-    println!("fleet-demo: a controller, its MQTT broker and a few devices on this machine, running one job.");
+/// Prints a line every 30 s while `work` runs, so a long first build never looks stuck.
+fn while_saying<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (done, what) = (done.clone(), what.to_string());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut next = 30;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let secs = started.elapsed().as_secs();
+                if secs >= next {
+                    println!("      ... still {what} ({}m{:02}s so far)", secs / 60, secs % 60);
+                    next += 30;
+                }
+            }
+        })
+    };
+    let result = work();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
+    result
+}
 
-    step(1, &format!("building the fleet's binaries: {}", bins::BUILD_COMMAND));
-    if build {
-        bins::build_fleet_binaries()?;
-    } else {
-        bins::binary(bins::FLEETCTL)?;
-        bins::binary(bins::FLEET_AGENT)?;
-    }
-    println!("      using {}", bins::bin_dir().display());
+/// Whether the Rust standard library for the boards' target is installed.
+fn firmware_target_installed() -> bool {
+    let sysroot = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    sysroot.is_some_and(|root| std::path::Path::new(&root).join("lib/rustlib/thumbv7em-none-eabihf/lib").is_dir())
+}
 
-    let mut fleet = Fleet::new(FleetOptions::named("demo"))?;
-    if keep {
-        fleet.keep_dir();
+/// Builds the firmware and finds QEMU, or says why there is no board and how to get one.
+fn emulated_board() -> Option<std::path::PathBuf> {
+    if !firmware_target_installed() {
+        println!("      (no emulated board: the firmware needs `rustup target add thumbv7em-none-eabihf`)");
+        return None;
     }
-    let board_image = if with_board {
-        match qemu_boards_available() {
+    if fleet_hil::bins::find_program("qemu-system-arm").is_none() {
+        println!(
+            "      (no emulated board: install QEMU, `sudo apt-get install qemu-system-arm`, and run the demo again)"
+        );
+        return None;
+    }
+    println!("      building the firmware for the emulated Cortex-M4 board: cd firmware-sdk && {FIRMWARE_BUILD}");
+    match while_saying("building the firmware", fleet_hil::board::build_firmware_image) {
+        Ok(_) => match qemu_boards_available() {
             Ok(image) => Some(image),
             Err(why) => {
                 println!("      (no emulated board: {why})");
                 None
             }
+        },
+        Err(why) => {
+            println!("      (no emulated board: {why})");
+            None
         }
+    }
+}
+
+fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
+    println!("fleet-demo: a controller, its MQTT broker, Linux gateways and an emulated microcontroller on this");
+    println!("machine, running one signed job. The first run builds everything: on a 2-core machine about 8");
+    println!(
+        "minutes for fleetctl and fleet-agent (wasmtime) and 3 for the firmware; afterwards it starts in seconds."
+    );
+
+    step(1, &format!("building the fleet's binaries: {}", bins::BUILD_COMMAND));
+    if build {
+        while_saying("building fleetctl and fleet-agent", bins::build_fleet_binaries)?;
     } else {
-        None
-    };
+        bins::binary(bins::FLEETCTL)?;
+        bins::binary(bins::FLEET_AGENT)?;
+    }
+    println!("      using {}", bins::bin_dir().display());
+    let board_image = if with_board { emulated_board() } else { None };
+
+    let mut fleet = Fleet::new(FleetOptions::named("demo"))?;
+    if keep {
+        fleet.keep_dir();
+    }
 
     step(2, "provisioning devices, as an operator would (each gets its agent.json):");
     for (id, labels) in AGENTS {
@@ -102,7 +166,10 @@ fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
         println!("      {:<8} {:<6} {}", record.id, record.kind, record.state);
     }
 
-    step(4, "pushing the hello job to every device: fleetctl job push hello.wasm --all --wait");
+    step(
+        4,
+        "pushing the hello job to every device, gateways and board alike: fleetctl job push hello.wasm --all --wait",
+    );
     let job =
         fleet.push(&JobRequest::new("hello", fleet_example_jobs::HELLO).flag("--timeout", "30s").switch("--wait"))?;
     println!("      job {job}");
@@ -114,9 +181,18 @@ fn demo(with_board: bool, keep: bool, build: bool) -> anyhow::Result<()> {
         println!("      {line}");
     }
     println!();
-    println!("      DEVICE   STATE      OUTPUT");
+    println!("      DEVICE   KIND   STATE      OUTPUT");
+    let kinds: std::collections::BTreeMap<String, String> =
+        fleet.device_records()?.into_iter().map(|d| (d.id, d.kind)).collect();
     for (device, execution) in record.latest() {
-        println!("      {:<8} {:<10} {}", device, execution.state, execution.output.as_deref().unwrap_or("-"));
+        let kind = kinds.get(device).map_or("-", String::as_str);
+        println!(
+            "      {:<8} {:<6} {:<10} {}",
+            device,
+            kind,
+            execution.state,
+            execution.output.as_deref().unwrap_or("-")
+        );
     }
     let total = record.latest().len();
     let succeeded = record.count_latest("succeeded");
