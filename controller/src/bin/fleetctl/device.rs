@@ -52,6 +52,16 @@ pub enum DeviceCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Wait until devices are online and synced (ready for jobs): for scripts that start
+    /// an agent and then push to it. Exit code 1 if the timeout passes first.
+    Wait {
+        /// The devices' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// How long to wait at most.
+        #[arg(long, default_value = "60s", value_parser = crate::fmt::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Remove a device: its credentials and key are revoked at once (a running serve
     /// cuts its connection off; it cannot log in again, and nothing it still sends is
     /// recorded), its unfinished executions are canceled, its history is kept.
@@ -81,6 +91,7 @@ pub fn run(data_dir: &Path, command: DeviceCommand) -> Outcome {
             provision(data_dir, &id, &labels, &kind, &out, &broker, firmware.as_deref(), replace)
         }
         DeviceCommand::Remove { id } => remove(data_dir, &id),
+        DeviceCommand::Wait { ids, timeout } => wait(data_dir, &ids, timeout),
         DeviceCommand::List { json } => list(data_dir, json),
         DeviceCommand::Show { id, json } => show(data_dir, &id, json),
     }
@@ -343,6 +354,41 @@ struct DeviceView {
     next_envelope_seq: u64,
     acked_event_seq: u64,
     created_at_ms: u64,
+}
+
+/// `device wait`: until every device is online and its store synced.
+fn wait(data_dir: &Path, ids: &[String], timeout: std::time::Duration) -> Outcome {
+    let store = DataDir::new(data_dir).open()?;
+    for id in ids {
+        if store.device(id)?.is_none() {
+            return Err(UsageError::new(
+                format!("no device named `{id}`"),
+                "run `fleetctl device list` to see device ids",
+            )
+            .into());
+        }
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut waiting = Vec::new();
+        for id in ids {
+            let ready = store.device(id)?.is_some_and(|d| {
+                d.status.as_ref().is_some_and(|s| s.state == Presence::Online) && d.store.incarnation.is_some()
+            });
+            if !ready {
+                waiting.push(id.as_str());
+            }
+        }
+        if waiting.is_empty() {
+            eprintln!("online and synced: {}", ids.join(", "));
+            return Ok(ExitCode::SUCCESS);
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("still not online after {:?}: {}", timeout, waiting.join(", "));
+            return Ok(ExitCode::from(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// `device remove`.
