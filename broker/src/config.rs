@@ -61,6 +61,23 @@ pub struct BrokerConfig {
     pub engine_shards: usize,
     /// Which engine routes messages.
     pub engine: EngineKind,
+    /// A second listener that speaks MQTT over TLS (the same front door behind it).
+    pub tls: Option<TlsListener>,
+}
+
+/// Where MQTT over TLS is served, and with which certificate.
+#[derive(Clone)]
+pub struct TlsListener {
+    /// The address (8883 by convention; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The server's rustls configuration (certificate chain and key).
+    pub config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener").field("listen", &self.listen).finish_non_exhaustive()
+    }
 }
 
 impl BrokerConfig {
@@ -75,6 +92,7 @@ impl BrokerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             engine_shards: DEFAULT_ENGINE_SHARDS,
             engine: EngineKind::default(),
+            tls: None,
         }
     }
 

@@ -151,6 +151,7 @@ pub(crate) struct LogGates {
 /// Accepts clients until `cancel`; each connection runs in its own task on `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -193,14 +194,16 @@ pub(crate) async fn accept_loop(
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
-        let span = info_span!("mqtt", %peer, client_id = tracing::field::Empty);
+        let tls = tls.clone();
+        let span = info_span!("mqtt", %peer, tls = tls.is_some(), client_id = tracing::field::Empty);
+        let _ = stream.set_nodelay(true);
         tracker.spawn(
             async move {
                 let counters = shared.counters.clone();
                 let _open = OpenGuard(&counters);
                 tokio::select! {
                     _ = cancel.cancelled() => debug!("closed by broker shutdown"),
-                    _ = serve(stream, peer, ticket, &shared) => {}
+                    _ = serve_any(stream, tls, peer, ticket, &shared) => {}
                 }
             }
             .instrument(span),
@@ -232,8 +235,46 @@ enum End {
     Disconnected,
 }
 
-async fn serve(mut client: TcpStream, peer: SocketAddr, ticket: Result<Ticket, Refused>, shared: &Shared) {
-    let _ = client.set_nodelay(true);
+/// What a client connection is: plain TCP or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientStream for S {}
+
+/// Serves a plain connection, or first completes its TLS handshake (within the connect
+/// timeout: a client that never finishes it holds its gate slot no longer than one that
+/// never sends CONNECT). A connection turned away at the gate on the TLS port is closed
+/// without a handshake: a flood costs no cryptography.
+async fn serve_any(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
+    ticket: Result<Ticket, Refused>,
+    shared: &Shared,
+) {
+    let Some(acceptor) = tls else { return serve(stream, peer, ticket, shared).await };
+    if let Err(refused) = ticket {
+        if let Some(held_back) = shared.logs.refusals.pass(std::time::Instant::now()) {
+            info!(?refused, held_back, "TLS connection turned away before its handshake");
+        }
+        return;
+    }
+    match timeout(shared.connect_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve(tls, peer, ticket, shared).await,
+        Ok(Err(error)) => {
+            Counters::bump(&shared.counters.tls_handshake_failures);
+            if let Some(held_back) = shared.logs.violations.pass(std::time::Instant::now()) {
+                info!(%error, held_back, "TLS handshake failed; connection closed");
+            }
+        }
+        Err(_) => {
+            Counters::bump(&shared.counters.tls_handshake_failures);
+            if let Some(held_back) = shared.logs.violations.pass(std::time::Instant::now()) {
+                info!(held_back, "no TLS handshake in time; connection closed");
+            }
+        }
+    }
+}
+
+async fn serve<S: ClientStream>(mut client: S, peer: SocketAddr, ticket: Result<Ticket, Refused>, shared: &Shared) {
     let end = match ticket {
         Ok(mut ticket) => {
             // Only an unauthenticated connection is evicted: once admitted, nothing
@@ -304,7 +345,12 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, ticket: Result<Ticket, R
     }
 }
 
-async fn handshake_and_relay(client: &mut TcpStream, peer: SocketAddr, ticket: &mut Ticket, shared: &Shared) -> End {
+async fn handshake_and_relay<S: ClientStream>(
+    client: &mut S,
+    peer: SocketAddr,
+    ticket: &mut Ticket,
+    shared: &Shared,
+) -> End {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = Instant::now() + shared.connect_timeout;
     let first = loop {
@@ -428,7 +474,7 @@ fn shard_of(client_id: &str, shards: usize) -> usize {
 /// Counts and logs a refusal, sends its CONNACK and closes gracefully, so the client
 /// reads the code rather than a reset. Counted first, so the counter is up to date by
 /// the time the client learns of the refusal.
-async fn refuse(client: &mut TcpStream, refusal: Refusal, shared: &Shared) {
+async fn refuse<S: ClientStream>(client: &mut S, refusal: Refusal, shared: &Shared) {
     Counters::bump(&shared.counters.refused_connections);
     if let Some(held_back) = shared.logs.refusals.pass(std::time::Instant::now()) {
         info!(%refusal, held_back, "connection refused");
@@ -453,15 +499,15 @@ async fn refuse(client: &mut TcpStream, refusal: Refusal, shared: &Shared) {
 }
 
 /// Runs the two directions of an admitted connection until either ends.
-async fn relay(
-    client: &mut TcpStream,
+async fn relay<S: ClientStream>(
+    client: &mut S,
     engine: TcpStream,
     session: Session,
     buf: BytesMut,
     handshake: OwnedSemaphorePermit,
     shared: &Shared,
 ) -> End {
-    let (client_r, client_w) = client.split();
+    let (client_r, client_w) = tokio::io::split(client);
     let (engine_r, engine_w) = engine.into_split();
     let (answers_tx, answers_rx) = mpsc::channel::<Packet>(8);
     let pending = session.pending_subacks();
@@ -687,8 +733,8 @@ fn shrink_if_idle(buf: &mut BytesMut) {
 
 /// Runs an admitted connection on the native engine until it ends, then tells the
 /// router how (a DISCONNECT is a clean end; anything else publishes the will).
-async fn relay_native(
-    client: &mut TcpStream,
+async fn relay_native<S: ClientStream>(
+    client: &mut S,
     admitted: Admitted,
     buf: BytesMut,
     hub: &Hub,
@@ -705,7 +751,7 @@ async fn relay_native(
     hub.run(|router| router.connect(conn, &client_id, connect.clean_session, will));
     // MQTT: a client silent for one and a half keep-alives is gone.
     let silence = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
-    let (client_r, client_w) = client.split();
+    let (client_r, client_w) = tokio::io::split(client);
     let reader = native_reader(client_r, buf, session, silence, (conn, &client_id), hub, answers, shared);
     let writer = native_writer(client_w, rx, pending);
     let (end, clean) = tokio::select! {

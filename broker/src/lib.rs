@@ -69,10 +69,12 @@ use tracing::{info, warn};
 pub use auth::{Authenticator, Identity};
 pub use config::{
     BrokerConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENGINE_SHARDS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET_BYTES,
-    DEFAULT_MAX_PENDING_PER_ADDRESS, EngineKind,
+    DEFAULT_MAX_PENDING_PER_ADDRESS, EngineKind, TlsListener,
 };
 pub use error::BrokerError;
 pub use stats::BrokerStats;
+/// The TLS library the broker serves with (for building a [`TlsListener`]'s config).
+pub use tokio_rustls::rustls;
 
 use engine::Engine;
 use stats::Counters;
@@ -81,6 +83,7 @@ use stats::Counters;
 /// [`RunningBroker::shutdown`] stops it and waits until every connection is closed.
 pub struct RunningBroker {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     max_connections: usize,
     counters: Arc<Counters>,
     clients: Arc<frontdoor::Clients>,
@@ -94,6 +97,11 @@ impl RunningBroker {
     /// The address clients connect to (the bound port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address MQTT over TLS is served on, if it is.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The most client connections it holds at once: the configured
@@ -203,13 +211,22 @@ pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result
     // caller's async context, would panic instead of reporting the address in use.
     let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
     std_listener.set_nonblocking(true).map_err(bind)?;
+    let tls_listener = match &config.tls {
+        Some(tls) => {
+            let bind = |source| BrokerError::Bind { addr: tls.listen, source };
+            let listener = std::net::TcpListener::bind(tls.listen).map_err(bind)?;
+            listener.set_nonblocking(true).map_err(bind)?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(tls.config.clone())))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("fleet-broker")
         .enable_all()
         .build()
         .map_err(bind)?;
-    match start_on(&runtime, std_listener, config, auth).await {
+    match start_on(&runtime, std_listener, tls_listener, config, auth).await {
         Ok(mut running) => {
             running.runtime = Some(runtime);
             Ok(running)
@@ -224,15 +241,28 @@ pub async fn start(config: BrokerConfig, auth: Arc<dyn Authenticator>) -> Result
 async fn start_on(
     runtime: &tokio::runtime::Runtime,
     std_listener: std::net::TcpListener,
+    tls_listener: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     config: BrokerConfig,
     auth: Arc<dyn Authenticator>,
 ) -> Result<RunningBroker, BrokerError> {
     let bind = |source| BrokerError::Bind { addr: config.listen, source };
-    let listener = {
+    let (listener, tls_listener) = {
         let _in_broker_runtime = runtime.enter();
-        TcpListener::from_std(std_listener).map_err(bind)?
+        let tls = match tls_listener {
+            Some((listener, acceptor)) => {
+                let addr = listener.local_addr().map_err(bind)?;
+                let bind = |source| BrokerError::Bind { addr, source };
+                Some((TcpListener::from_std(listener).map_err(bind)?, acceptor))
+            }
+            None => None,
+        };
+        (TcpListener::from_std(std_listener).map_err(bind)?, tls)
     };
     let local_addr = listener.local_addr().map_err(bind)?;
+    let tls_addr = match &tls_listener {
+        Some((listener, _)) => Some(listener.local_addr().map_err(bind)?),
+        None => None,
+    };
     let files_per_connection = match config.engine {
         EngineKind::Native => 1,
         EngineKind::Rumqttd => 3,
@@ -278,7 +308,14 @@ async fn start_on(
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn_on(frontdoor::accept_loop(listener, shared, cancel.clone(), tracker.clone()), runtime.handle());
+    if let Some((listener, acceptor)) = tls_listener {
+        tracker.spawn_on(
+            frontdoor::accept_loop(listener, Some(acceptor), shared.clone(), cancel.clone(), tracker.clone()),
+            runtime.handle(),
+        );
+        info!(addr = ?tls_addr, "MQTT over TLS listening");
+    }
+    tracker.spawn_on(frontdoor::accept_loop(listener, None, shared, cancel.clone(), tracker.clone()), runtime.handle());
     info!(
         addr = %local_addr,
         prefix = config.topics.prefix(),
@@ -288,5 +325,15 @@ async fn start_on(
         engine = ?config.engine,
         "MQTT broker listening"
     );
-    Ok(RunningBroker { local_addr, max_connections, counters, clients, cancel, tracker, engine, runtime: None })
+    Ok(RunningBroker {
+        local_addr,
+        tls_addr,
+        max_connections,
+        counters,
+        clients,
+        cancel,
+        tracker,
+        engine,
+        runtime: None,
+    })
 }

@@ -37,11 +37,13 @@ pub struct BrokerStats {
     pub failed_logins: u64,
     /// CONNECTs made to wait because their address failed to log in too often.
     pub slowed_logins: u64,
+    /// TLS connections closed because their handshake failed or did not finish in time.
+    pub tls_handshake_failures: u64,
 }
 
 impl BrokerStats {
     /// Every counter by name, for status documents and metrics.
-    pub fn named(&self) -> [(&'static str, u64); 12] {
+    pub fn named(&self) -> [(&'static str, u64); 13] {
         [
             ("accepted_connections", self.accepted_connections),
             ("open_connections", self.open_connections),
@@ -55,6 +57,7 @@ impl BrokerStats {
             ("evicted_unauthenticated", self.evicted_unauthenticated),
             ("failed_logins", self.failed_logins),
             ("slowed_logins", self.slowed_logins),
+            ("tls_handshake_failures", self.tls_handshake_failures),
         ]
     }
 }
@@ -73,6 +76,7 @@ pub(crate) struct Counters {
     pub evicted_unauthenticated: AtomicU64,
     pub failed_logins: AtomicU64,
     pub slowed_logins: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Counters {
@@ -99,6 +103,7 @@ impl Counters {
             evicted_unauthenticated: get(&self.evicted_unauthenticated),
             failed_logins: get(&self.failed_logins),
             slowed_logins: get(&self.slowed_logins),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
         }
     }
 }
