@@ -98,6 +98,13 @@ pub struct ServeInfo {
     /// up, its broker serving, and acknowledges nothing until it can again.
     #[serde(default)]
     pub store_unwritable: Option<StoreUnwritable>,
+    /// Where its embedded broker serves MQTT over TLS, if it does.
+    #[serde(default)]
+    pub mqtt_tls: Option<String>,
+    /// Where its operator API listens (`https://HOST:PORT`), if it serves one: how
+    /// `fleetctl` on this machine finds it with no flags.
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 /// The store refuses writes: what and since when.

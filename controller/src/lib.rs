@@ -16,21 +16,32 @@
 //! | [`signer`] | envelopes, acks and key rotations, signed | none |
 //! | [`auth`] | the embedded broker's authenticator: device passwords checked against the store | disk |
 //! | [`acl`] | mosquitto `passwd` and `acl` files from the registry, for an external broker | none |
+//! | [`operate`] | the operator's operations and views, one implementation for the API and the CLI | the store |
+//! | [`tokens`] | API tokens and their roles | none |
+//! | [`api`] | the operator API: JSON over HTTPS, a role guard before every route | network |
+//! | [`tls`] | the controller's own CA and the API's and broker's certificates | disk |
+//! | [`metrics`] | Prometheus metrics from the store and the counters | the store |
 //! | [`server`] | `fleetctl serve`: the MQTT shell that runs the above | network, disk |
 //!
-//! `fleetctl` (in `src/bin/fleetctl`) and a running `serve` cooperate through the
-//! database alone: the CLI writes (a device, a job, a cancel request, a key rotation) and
-//! `serve` notices the commit through `PRAGMA data_version` and acts. See `README.md`.
+//! `fleetctl` (in `src/bin/fleetctl`) talks to a running `serve` through its API (a thin
+//! shell over [`operate`], which wakes the rollout at once on a push); with none running
+//! it calls [`operate`] on the database itself, and a `serve` started later notices the
+//! commit through `PRAGMA data_version` and acts. See `README.md`.
 
 pub mod acl;
+pub mod api;
 pub mod auth;
 pub mod datadir;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
+pub mod operate;
 pub mod rollout;
 pub mod server;
 pub mod signer;
 pub mod store;
+pub mod tls;
+pub mod tokens;
 
 /// The controller's version, as published in its status document.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -121,13 +121,27 @@ pub struct ServeConfig {
     pub broker: BrokerChoice,
     /// How often the database is checked for changes and deadlines.
     pub poll_interval: Duration,
+    /// The operator API, if it is served.
+    pub api: Option<crate::api::ApiConfig>,
+    /// With the embedded broker: where it also serves MQTT over TLS, if it does (a
+    /// certificate from the controller's CA for the loopback names and `names`).
+    pub mqtt_tls: Option<SocketAddr>,
+    /// Host names devices and clients use to reach this controller, for its certificates.
+    pub names: Vec<String>,
 }
 
 impl ServeConfig {
     /// A configuration with the default poll interval (20 ms: a check of the database
     /// for another process's commit is one cheap PRAGMA, and it is what a push waits for).
     pub fn new(data_dir: impl Into<PathBuf>, broker: BrokerChoice) -> Self {
-        Self { data_dir: data_dir.into(), broker, poll_interval: Duration::from_millis(20) }
+        Self {
+            data_dir: data_dir.into(),
+            broker,
+            poll_interval: Duration::from_millis(20),
+            api: None,
+            mqtt_tls: None,
+            names: Vec::new(),
+        }
     }
 }
 
@@ -149,6 +163,12 @@ pub enum ServeError {
     /// The serve task died.
     #[error("the controller task failed: {0}")]
     Task(String),
+    /// The operator API did not start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    /// The broker's TLS could not be set up.
+    #[error("MQTT over TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ServeError {
@@ -169,6 +189,7 @@ pub struct RunningController {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
     net_task: JoinHandle<()>,
+    api: Option<crate::api::RunningApi>,
 }
 
 impl std::fmt::Debug for RunningController {
@@ -183,6 +204,16 @@ impl RunningController {
         self.broker_addr
     }
 
+    /// The operator API's URL and the CA file its clients trust, if it is served.
+    pub fn api(&self) -> Option<(&str, &std::path::Path)> {
+        self.api.as_ref().map(|api| (api.url.as_str(), api.ca_file.as_path()))
+    }
+
+    /// Where the embedded broker serves MQTT over TLS, if it does.
+    pub fn broker_tls_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().and_then(fleet_broker::RunningBroker::tls_addr)
+    }
+
     /// The most device connections the embedded broker holds (what the open-file limit
     /// allows); `None` with an external broker.
     pub fn broker_capacity(&self) -> Option<usize> {
@@ -192,6 +223,9 @@ impl RunningController {
     /// Stops cleanly: marks the controller offline, flushes counters, disconnects, and
     /// stops the embedded broker.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(api) = self.api.take() {
+            api.stop();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -208,6 +242,9 @@ impl RunningController {
     /// Stops abruptly, as a crash would: no offline status, no disconnect (the broker
     /// publishes the last-will), nothing flushed that was not already committed.
     pub async fn kill(mut self) {
+        if let Some(api) = self.api.take() {
+            api.stop();
+        }
         self.task.abort();
         self.net_task.abort();
         let _ = (&mut self.task).await;
@@ -222,6 +259,9 @@ impl RunningController {
     pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
         tokio::select! {
             result = &mut self.task => {
+                if let Some(api) = self.api.take() {
+                    api.stop();
+                }
                 self.net_task.abort();
                 if let Some(broker) = self.broker.take() {
                     broker.shutdown().await;
@@ -258,6 +298,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
             let mut broker_config = fleet_broker::BrokerConfig::new(*listen);
             broker_config.topics = topics.clone();
             broker_config.max_packet_bytes = MAX_PACKET_BYTES;
+            if let Some(tls_listen) = config.mqtt_tls {
+                let names = crate::tls::api_names(tls_listen, &config.names);
+                let tls = crate::tls::broker_from_own_ca(&data.path().join("tls"), &names)?;
+                broker_config.tls = Some(fleet_broker::TlsListener { listen: tls_listen, config: tls });
+            }
             let broker = fleet_broker::start(broker_config, auth).await?;
             let addr = broker.local_addr();
             let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
@@ -277,7 +322,21 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         Some(_) => broker_addr.to_string(),
         None => format!("{host}:{port} (external)"),
     };
-    let info = ServeInfo { pid: std::process::id(), mqtt, started_at_ms: unix_ms(), ..ServeInfo::default() };
+    // The API binds before anything is announced, so a busy port stops serve at start.
+    let wake: crate::api::Wake = Arc::new(tokio::sync::Notify::new());
+    let api = match &config.api {
+        Some(api) => Some(crate::api::start(api, &data, wake.clone())?),
+        None => None,
+    };
+    let mqtt_tls = broker.as_ref().and_then(fleet_broker::RunningBroker::tls_addr).map(|addr| addr.to_string());
+    let info = ServeInfo {
+        pid: std::process::id(),
+        mqtt,
+        mqtt_tls,
+        started_at_ms: unix_ms(),
+        api: api.as_ref().filter(|api| api.local_token).map(|api| api.url.clone()),
+        ..ServeInfo::default()
+    };
     if let Err(error) = lock.record(&info) {
         warn!(%error, "cannot write who holds the data directory's lock");
     }
@@ -343,9 +402,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         held: Vec::new(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval));
+    let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval, wake));
     info!(broker = %broker_addr, data_dir = %config.data_dir.display(), "controller started");
-    Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task })
+    Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task, api })
 }
 
 /// What the network task tells the main loop.
@@ -470,6 +529,7 @@ impl Server {
         mut net: mpsc::UnboundedReceiver<Net>,
         mut stop: oneshot::Receiver<()>,
         poll_interval: Duration,
+        wake: crate::api::Wake,
     ) -> Result<(), ServeError> {
         let mut ticker = tokio::time::interval(poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -493,6 +553,14 @@ impl Server {
                     }
                     None => break,
                 },
+                // The API committed a push (a cancel, ...): act on it now, not at the
+                // next tick.
+                () = wake.notified(), if self.unwritable.is_none() => {
+                    let batch = self.begin_batch();
+                    let ticked = self.on_tick().await;
+                    let ended = self.end_batch(batch).await;
+                    self.live_with(ticked.and(ended)).await?;
+                }
                 _ = ticker.tick() => {
                     if self.unwritable.is_some() {
                         self.retry_unwritable().await?;

@@ -154,6 +154,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN removed_at INTEGER;        -- ms
     ALTER TABLE devices ADD COLUMN revoked_at INTEGER;        -- ms
     "#,
+    // 4: the operator API's tokens (only their SHA-256 is kept; see `tokens`).
+    r#"
+    CREATE TABLE api_tokens (
+        name       TEXT PRIMARY KEY,
+        role       TEXT NOT NULL,
+        hash       BLOB NOT NULL UNIQUE,   -- SHA-256 of the token's text
+        created_at INTEGER NOT NULL,       -- ms
+        created_by TEXT NOT NULL,
+        revoked_at INTEGER,                -- ms
+        used_at    INTEGER                 -- ms, last request (at most once a minute)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -173,6 +185,12 @@ pub enum StoreError {
         /// The version found.
         found: usize,
     },
+    /// The token name is taken.
+    #[error("there is already a token named {0:?}")]
+    TokenExists(String),
+    /// No token of that name.
+    #[error("no token named {0:?}")]
+    NoToken(String),
     /// The device id is taken.
     #[error("device {0} is already provisioned")]
     DeviceExists(DeviceId),
@@ -254,7 +272,7 @@ pub struct DeviceRow {
 }
 
 /// A device's store as the controller knows it from its sync requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceStore {
     /// The incarnation of its store (`None`: it never synced; an agent from before
     /// store resync).
@@ -266,7 +284,7 @@ pub struct DeviceStore {
 }
 
 /// A device's queue and outbox, as it last reported them while online.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Depths {
     /// Executions waiting or running.
     pub queue: u32,
@@ -474,8 +492,53 @@ pub trait ResyncSigner {
     fn run(&mut self, seq: u64, spec: &[u8], attempt: u32, deadline_ms: u64) -> Result<Vec<u8>, String>;
 }
 
+/// Counts for the metrics endpoint ([`Store::metrics_snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Devices by presence: online, offline, never seen, removed.
+    pub devices: Vec<(String, u64)>,
+    /// Executions (every attempt) by state.
+    pub executions: Vec<(String, u64)>,
+    /// Jobs by state.
+    pub jobs: Vec<(String, u64)>,
+    /// Rejected executions by the first word of their reason.
+    pub rejections: Vec<(String, u64)>,
+    /// Events recorded.
+    pub events: u64,
+    /// Envelopes signed (sequence numbers used).
+    pub envelopes: u64,
+}
+
+/// A token to store: its name, role and hash (the text itself is never stored).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its name, unique.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::tokens::Role,
+    /// The SHA-256 of its text ([`crate::tokens::token_hash`]).
+    pub hash: [u8; 32],
+}
+
+/// A stored token (without its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRow {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::tokens::Role,
+    /// When it was made, Unix ms.
+    pub created_at_ms: u64,
+    /// Who made it.
+    pub created_by: String,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<u64>,
+    /// When it was last used (to the minute), if ever.
+    pub used_at_ms: Option<u64>,
+}
+
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     /// When, Unix ms.
     pub at_ms: u64,
@@ -1418,6 +1481,139 @@ impl Store {
 
     // ----- audit, counters, controller ----------------------------------------------
 
+    /// Stores a new API token (its hash) and audits it.
+    pub fn insert_token(&mut self, token: &NewToken, actor: &str, now_ms: u64) -> Result<()> {
+        let tx = self.immediate()?;
+        let taken: Option<i64> =
+            tx.query_row("SELECT 1 FROM api_tokens WHERE name = ?1", [&token.name], |row| row.get(0)).optional()?;
+        if taken.is_some() {
+            return Err(StoreError::TokenExists(token.name.clone()));
+        }
+        tx.execute(
+            "INSERT INTO api_tokens (name, role, hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token.name, token.role.as_str(), &token.hash[..], to_i64(now_ms), actor],
+        )?;
+        audit_in(&tx, actor, "token.create", &format!("{} ({})", token.name, token.role), now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the token `name` to `hash` and `role`, live, whatever it was before: the
+    /// local admin token `serve` makes for `fleetctl` on its own machine.
+    pub fn set_token(&mut self, token: &NewToken, actor: &str, now_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (name, role, hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash,
+                 created_at = excluded.created_at, created_by = excluded.created_by, revoked_at = NULL",
+            params![token.name, token.role.as_str(), &token.hash[..], to_i64(now_ms), actor],
+        )?;
+        Ok(())
+    }
+
+    /// Every token, revoked ones too, by name.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, role, created_at, created_by, revoked_at, used_at FROM api_tokens ORDER BY name")?;
+        let rows = stmt.query_map([], token_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The live (not revoked) token whose text hashes to `hash`.
+    pub fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, role, created_at, created_by, revoked_at, used_at FROM api_tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL",
+                [&hash[..]],
+                token_row,
+            )
+            .optional()?)
+    }
+
+    /// Revokes a token at once (every request with it is refused from now on); false if
+    /// it was revoked already.
+    pub fn revoke_token(&mut self, name: &str, actor: &str, now_ms: u64) -> Result<bool> {
+        let tx = self.immediate()?;
+        let revoked: Option<Option<i64>> =
+            tx.query_row("SELECT revoked_at FROM api_tokens WHERE name = ?1", [name], |row| row.get(0)).optional()?;
+        let Some(revoked) = revoked else { return Err(StoreError::NoToken(name.to_string())) };
+        if revoked.is_some() {
+            return Ok(false);
+        }
+        tx.execute("UPDATE api_tokens SET revoked_at = ?2 WHERE name = ?1", params![name, to_i64(now_ms)])?;
+        audit_in(&tx, actor, "token.revoke", name, now_ms)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Notes that a token was used (the caller does it at most once a minute per token).
+    pub fn touch_token(&mut self, name: &str, now_ms: u64) -> Result<()> {
+        self.conn.execute("UPDATE api_tokens SET used_at = ?2 WHERE name = ?1", params![name, to_i64(now_ms)])?;
+        Ok(())
+    }
+
+    /// Changes a device's labels (a continuous job's selector sees the new ones).
+    pub fn set_device_labels(&mut self, id: &DeviceId, labels: &Labels, actor: &str, now_ms: u64) -> Result<()> {
+        let tx = self.immediate()?;
+        let text = crate::model::format_labels(labels);
+        let changed = tx.execute(
+            "UPDATE devices SET labels = ?2 WHERE id = ?1 AND removed_at IS NULL",
+            params![id.as_str(), serde_json::to_string(labels).map_err(corrupt)?],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoDevice(id.to_string()));
+        }
+        audit_in(&tx, actor, "device.labels", &format!("{id} {text}"), now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What the metrics endpoint reports from the store: devices, executions, jobs by
+    /// state; rejections by reason (its first word, so the label stays bounded); events
+    /// recorded; envelopes signed.
+    pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
+        let group = |sql: &str| -> Result<Vec<(String, u64)>> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, to_u64(row.get(1)?))))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let devices = group(
+            "SELECT CASE WHEN removed_at IS NOT NULL THEN 'removed'
+                         WHEN status IS NULL THEN 'never seen'
+                         ELSE COALESCE(json_extract(status, '$.state'), 'unknown') END AS presence,
+                    COUNT(*)
+             FROM devices GROUP BY presence ORDER BY presence",
+        )?;
+        let executions = group("SELECT state, COUNT(*) FROM executions GROUP BY state ORDER BY state")?;
+        let jobs = group("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
+        let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
+        for (reason, n) in
+            group("SELECT COALESCE(reason, ''), COUNT(*) FROM executions WHERE state = 'rejected' GROUP BY reason")?
+        {
+            let word: String = reason
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|w| !w.is_empty())
+                .unwrap_or("unknown")
+                .chars()
+                .take(32)
+                .collect();
+            *rejections.entry(word).or_default() += n;
+        }
+        let events = to_u64(self.conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))?);
+        let envelopes =
+            to_u64(self.conn.query_row("SELECT COALESCE(SUM(next_seq - 1), 0) FROM devices", [], |row| row.get(0))?);
+        Ok(MetricsSnapshot {
+            devices,
+            executions,
+            jobs,
+            rejections: rejections.into_iter().collect(),
+            events,
+            envelopes,
+        })
+    }
+
     /// Records an operator action.
     pub fn audit(&mut self, actor: &str, action: &str, detail: &str, now_ms: u64) -> Result<()> {
         audit_in(&self.conn, actor, action, detail, now_ms)
@@ -1496,6 +1692,20 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let role: String = row.get(1)?;
+    Ok(TokenRow {
+        name: row.get(0)?,
+        role: role
+            .parse()
+            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into()))?,
+        created_at_ms: to_u64(row.get(2)?),
+        created_by: row.get(3)?,
+        revoked_at_ms: row.get::<_, Option<i64>>(4)?.map(to_u64),
+        used_at_ms: row.get::<_, Option<i64>>(5)?.map(to_u64),
+    })
 }
 
 fn audit_in(conn: &Connection, actor: &str, action: &str, detail: &str, now_ms: u64) -> Result<()> {

@@ -49,7 +49,7 @@ fn serve(data: &Path) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(FLEETCTL)
         .arg("--data-dir")
         .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -163,7 +163,8 @@ async fn an_operator_provisions_pushes_watches_and_rotates() {
     let audit: serde_json::Value = serde_json::from_str(&stdout(&fleetctl(&data, &["audit", "--json"]))).unwrap();
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["job.cancel", "job.push", "job.push", "key.rotate", "job.push", "device.provision", "init"]);
-    assert_eq!(audit[0]["actor"], "tester");
+    // Through the running serve's API: the OS user and the token it acted with.
+    assert_eq!(audit[0]["actor"], "tester (token:local)");
 
     // Files for mosquitto.
     let mq = dir.path().join("mosquitto");

@@ -45,7 +45,7 @@ impl Serve {
         let child = command
             .arg("--data-dir")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)
@@ -157,7 +157,10 @@ fn a_busy_port_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = fleetctl(&dir.path().join("data"), &["serve", "--listen", &addr]);
+    let out = fleetctl(
+        &dir.path().join("data"),
+        &["serve", "--listen", &addr, "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let text = stderr(&out);
     assert!(text.contains(&format!("cannot listen on {addr}")), "{text}");
@@ -170,7 +173,10 @@ fn a_second_serve_on_a_running_ones_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let first = Serve::start(&data, None);
-    let out = fleetctl(&data, &["serve", "--listen", "127.0.0.1:0"]);
+    let out = fleetctl(
+        &data,
+        &["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let text = stderr(&out);
     let pid = first.child.id();

@@ -82,7 +82,7 @@ async fn a_full_disk_keeps_serve_and_its_broker_up_and_it_resumes_by_itself() {
     let child = Command::new(FLEETCTL)
         .arg("--data-dir")
         .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())

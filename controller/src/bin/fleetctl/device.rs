@@ -10,14 +10,15 @@ use fleet_controller::acl::mosquitto_hash;
 use fleet_controller::auth::password_hash;
 use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
 use fleet_controller::model::{DeviceKind, format_labels, parse_labels};
-use fleet_controller::store::{DeviceRow, DeviceStore, NewDevice};
+use fleet_controller::operate::{DeviceFilter, DeviceView};
+use fleet_controller::store::{DeviceStore, NewDevice};
 use fleet_controller::{random_32, unix_ms};
 use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
 use fleet_schemas::signed::public_key_of;
 use fleet_schemas::topics::DEFAULT_PREFIX;
-use fleet_schemas::{DeviceId, Digest, Presence, SigningKey, TrustedKey};
-use serde::Serialize;
+use fleet_schemas::{DeviceId, Digest, SigningKey, TrustedKey};
 
+use crate::backend::Backend;
 use crate::fmt::{Table, age};
 use crate::{Outcome, UsageError, actor};
 
@@ -38,9 +39,15 @@ pub enum DeviceCommand {
         /// partition), fleet-flash.bin (the same, as a QEMU flash image) and flash.sh.
         #[arg(long)]
         out: PathBuf,
-        /// The broker address the device connects to, HOST:PORT.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        broker: String,
+        /// The broker address the device connects to, HOST:PORT [default: 127.0.0.1:1883,
+        /// with --tls 127.0.0.1:8883].
+        #[arg(long)]
+        broker: Option<String>,
+        /// Connect with MQTT over TLS (serve's --tls-listen port): the agent checks the
+        /// broker's certificate against the controller's CA, written beside agent.json as
+        /// ca.pem, and never falls back to plain MQTT. Gateways only.
+        #[arg(long)]
+        tls: bool,
         /// For --kind mcu: the firmware image (ELF) to put beside the config as
         /// firmware.elf, so the directory holds everything flash.sh flashes.
         #[arg(long, value_name = "ELF")]
@@ -69,11 +76,24 @@ pub enum DeviceCommand {
         /// The device's id.
         id: String,
     },
+    /// Change a device's labels (what job selectors match; continuous jobs pick it up).
+    Labels {
+        /// The device's id.
+        id: String,
+        /// Its labels from now on: k=v,k2=v2 (empty for none).
+        labels: String,
+    },
     /// List devices.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only devices with these labels: k=v,k2=v2.
+        #[arg(long, value_name = "LABELS")]
+        selector: Option<String>,
+        /// Only devices in this state.
+        #[arg(long, value_parser = ["online", "offline", "never seen", "removed"])]
+        state: Option<String>,
     },
     /// Show one device.
     Show {
@@ -85,15 +105,28 @@ pub enum DeviceCommand {
     },
 }
 
-pub fn run(data_dir: &Path, command: DeviceCommand) -> Outcome {
+pub fn run(data_dir: &Path, backend: impl FnOnce() -> anyhow::Result<Backend>, command: DeviceCommand) -> Outcome {
     match command {
-        DeviceCommand::Provision { id, labels, kind, out, broker, firmware, replace } => {
-            provision(data_dir, &id, &labels, &kind, &out, &broker, firmware.as_deref(), replace)
+        DeviceCommand::Provision { id, labels, kind, out, broker, tls, firmware, replace } => {
+            if let Backend::Remote(remote) = backend()?
+                && DataDir::new(data_dir).serving().is_none()
+            {
+                return Err(UsageError::new(
+                    format!("provisioning through {} is not served by its API yet", remote.base()),
+                    "run `fleetctl device provision` on the controller's machine (it writes the device's secret key into --out)",
+                )
+                .into());
+            }
+            let broker = broker.unwrap_or_else(|| if tls { "127.0.0.1:8883" } else { "127.0.0.1:1883" }.to_string());
+            provision(data_dir, &id, &labels, &kind, &out, (&broker, tls), firmware.as_deref(), replace)
         }
-        DeviceCommand::Remove { id } => remove(data_dir, &id),
-        DeviceCommand::Wait { ids, timeout } => wait(data_dir, &ids, timeout),
-        DeviceCommand::List { json } => list(data_dir, json),
-        DeviceCommand::Show { id, json } => show(data_dir, &id, json),
+        DeviceCommand::Remove { id } => remove(&backend()?, &id),
+        DeviceCommand::Wait { ids, timeout } => wait(&backend()?, &ids, timeout),
+        DeviceCommand::Labels { id, labels } => relabel(&backend()?, &id, &labels),
+        DeviceCommand::List { json, selector, state } => {
+            list(&backend()?, json, &DeviceFilter { selector, state, ..DeviceFilter::default() })
+        }
+        DeviceCommand::Show { id, json } => show(&backend()?, &id, json),
     }
 }
 
@@ -104,7 +137,7 @@ fn provision(
     labels: &str,
     kind: &str,
     out: &Path,
-    broker: &str,
+    (broker, tls): (&str, bool),
     firmware: Option<&Path>,
     replace: bool,
 ) -> Outcome {
@@ -112,6 +145,13 @@ fn provision(
     let labels =
         parse_labels(labels).map_err(|e| UsageError::new(e.0, "labels look like --labels site=plant-3,role=gw"))?;
     let kind: DeviceKind = kind.parse().map_err(|e: fleet_controller::model::ParseError| UsageError::plain(e.0))?;
+    if tls && kind == DeviceKind::Mcu {
+        return Err(UsageError::new(
+            "--tls is for gateways: the microcontroller firmware speaks plain MQTT",
+            "keep a board on a private link to the broker (its serial line, or a gateway's network), see the firmware README",
+        )
+        .into());
+    }
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
@@ -185,7 +225,7 @@ fn provision(
         device_key: SecretSeed(Digest(device_seed)),
         root_key: root.public_key,
         job_keys,
-        broker: BrokerEndpoint { host: host.clone(), port, tls: false },
+        broker: BrokerEndpoint { host: host.clone(), port, tls },
         username: id.to_string(),
         password: password.clone(),
         topic_prefix: DEFAULT_PREFIX.to_string(),
@@ -199,6 +239,12 @@ fn provision(
     let json = serde_json::to_string_pretty(&config)?;
     write_secret(&config_path, &json)?;
     let mut written = vec![config_path.clone()];
+    if tls {
+        let ca = fleet_controller::tls::ensure_ca(&data_dir.join("tls"))?;
+        let target = out.join("ca.pem");
+        std::fs::copy(&ca, &target).with_context(|| format!("copying {} to {}", ca.display(), target.display()))?;
+        written.push(target);
+    }
     if kind == DeviceKind::Mcu {
         let block = config_block(&config).context("encoding the config block")?;
         if block.len() > CONFIG_PAGE_BYTES {
@@ -248,7 +294,11 @@ fn provision(
     if replace {
         eprintln!(
             "{id}: new credentials and key; the old ones are revoked{}",
-            if crate::job::serve_is_running(data_dir) { " (the running serve cuts off its connection)" } else { "" }
+            if DataDir::new(data_dir).serving().is_some() {
+                " (the running serve cuts off its connection)"
+            } else {
+                ""
+            }
         );
     }
     if kind == DeviceKind::Mcu {
@@ -337,45 +387,16 @@ esac
     )
 }
 
-/// A device as `--json` prints it.
-#[derive(Serialize)]
-struct DeviceView {
-    id: String,
-    kind: DeviceKind,
-    labels: fleet_controller::model::Labels,
-    state: &'static str,
-    public_key: String,
-    status: Option<fleet_schemas::DeviceStatus>,
-    status_at_ms: Option<u64>,
-    /// The queue and outbox it last reported while online, and when.
-    depths: Option<fleet_controller::store::Depths>,
-    /// Its store: incarnation, last sync, resets.
-    store: DeviceStore,
-    next_envelope_seq: u64,
-    acked_event_seq: u64,
-    created_at_ms: u64,
-}
-
 /// `device wait`: until every device is online and its store synced.
-fn wait(data_dir: &Path, ids: &[String], timeout: std::time::Duration) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
+fn wait(backend: &Backend, ids: &[String], timeout: std::time::Duration) -> Outcome {
     for id in ids {
-        if store.device(id)?.is_none() {
-            return Err(UsageError::new(
-                format!("no device named `{id}`"),
-                "run `fleetctl device list` to see device ids",
-            )
-            .into());
-        }
+        backend.device(id)?;
     }
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut waiting = Vec::new();
         for id in ids {
-            let ready = store.device(id)?.is_some_and(|d| {
-                d.status.as_ref().is_some_and(|s| s.state == Presence::Online) && d.store.incarnation.is_some()
-            });
-            if !ready {
+            if !backend.device(id)?.ready() {
                 waiting.push(id.as_str());
             }
         }
@@ -392,53 +413,31 @@ fn wait(data_dir: &Path, ids: &[String], timeout: std::time::Duration) -> Outcom
 }
 
 /// `device remove`.
-fn remove(data_dir: &Path, id: &str) -> Outcome {
-    let id = DeviceId::new(id).map_err(|e| UsageError::plain(format!("`{id}` is not a valid device id: {e}")))?;
-    let mut store = DataDir::new(data_dir).open()?;
-    match store.remove_device(&id, &actor(), unix_ms())? {
-        None => eprintln!("{id} was removed already"),
-        Some(jobs) => {
-            eprintln!(
-                "removed {id}: its credentials and key are revoked{}, its history is kept; {} job(s) had executions on it, canceled",
-                if crate::job::serve_is_running(data_dir) {
-                    " (the running serve cuts off its connection)"
-                } else {
-                    ""
-                },
-                jobs.len()
-            );
-            eprintln!("with an external broker, regenerate its files: `fleetctl broker acl --out DIR`, and reload it");
-        }
+fn remove(backend: &Backend, id: &str) -> Outcome {
+    let done = backend.remove_device(id)?;
+    if !done.removed {
+        eprintln!("{id} was removed already");
+        return Ok(ExitCode::SUCCESS);
     }
+    eprintln!(
+        "removed {id}: its credentials and key are revoked{}, its history is kept; {} job(s) had executions on it, canceled",
+        if backend.is_remote() { " (the running serve cuts off its connection)" } else { "" },
+        done.canceled_jobs.len()
+    );
+    eprintln!("with an external broker, regenerate its files: `fleetctl broker acl --out DIR`, and reload it");
     Ok(ExitCode::SUCCESS)
 }
 
-fn presence(device: &DeviceRow) -> &'static str {
-    if device.removed_at_ms.is_some() {
-        return "removed";
-    }
-    match device.status.as_ref().map(|s| s.state) {
-        Some(Presence::Online) => "online",
-        Some(Presence::Offline) => "offline",
-        None => "never seen",
-    }
-}
-
-fn view(device: DeviceRow) -> DeviceView {
-    DeviceView {
-        state: presence(&device),
-        id: device.id.to_string(),
-        kind: device.kind,
-        labels: device.labels,
-        public_key: device.public_key.to_hex(),
-        status: device.status,
-        status_at_ms: device.status_at_ms,
-        depths: device.depths,
-        store: device.store,
-        next_envelope_seq: device.next_seq,
-        acked_event_seq: device.acked_event_seq,
-        created_at_ms: device.created_at_ms,
-    }
+/// `device labels`.
+fn relabel(backend: &Backend, id: &str, labels: &str) -> Outcome {
+    let labels = parse_labels(labels).map_err(|e| UsageError::new(e.0, "labels look like site=plant-3,role=gw"))?;
+    let device = backend.relabel(id, &labels)?;
+    eprintln!(
+        "{}: labels {}",
+        device.id,
+        if labels.is_empty() { "(none)".to_string() } else { format_labels(&labels) }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A depth as the table shows it: the number, and how old it is once it is no longer
@@ -457,14 +456,14 @@ const FRESH_DEPTHS_MS: u64 = 10_000;
 
 /// The devices table (also used by `watch`). QUEUE and OUTBOX are what the device last
 /// reported while online (with their age once they are older than a few seconds).
-pub fn devices_table(devices: &[DeviceRow], now: u64) -> Table {
+pub fn devices_table(devices: &[DeviceView], now: u64) -> Table {
     let mut table = Table::new(&["DEVICE", "KIND", "STATE", "QUEUE", "OUTBOX", "LAST SEEN", "LABELS"]);
     for device in devices {
         let depths = device.depths.as_ref();
         table.row(vec![
-            device.id.to_string(),
+            device.id.clone(),
             device.kind.to_string(),
-            presence(device).to_string(),
+            device.state.clone(),
             depths.map_or("-".into(), |d| depth(d.queue, d, now)),
             depths.map_or("-".into(), |d| depth(d.outbox, d, now)),
             age(device.status_at_ms, now),
@@ -474,12 +473,10 @@ pub fn devices_table(devices: &[DeviceRow], now: u64) -> Table {
     table
 }
 
-fn list(data_dir: &Path, json: bool) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
-    let devices = store.devices()?;
+fn list(backend: &Backend, json: bool, filter: &DeviceFilter) -> Outcome {
+    let devices = backend.devices(filter)?;
     if json {
-        let views: Vec<DeviceView> = devices.into_iter().map(view).collect();
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(&devices)?);
     } else if devices.is_empty() {
         eprintln!("no devices yet; add one with `fleetctl device provision ID --out DIR`");
     } else {
@@ -488,12 +485,8 @@ fn list(data_dir: &Path, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(data_dir: &Path, id: &str, json: bool) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
-    let device = store.device(id)?.ok_or_else(|| {
-        UsageError::new(format!("no device named `{id}`"), "run `fleetctl device list` to see device ids")
-    })?;
-    let device = view(device);
+fn show(backend: &Backend, id: &str, json: bool) -> Outcome {
+    let device = backend.device(id)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&device)?);
         return Ok(ExitCode::SUCCESS);

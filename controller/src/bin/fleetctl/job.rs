@@ -1,25 +1,18 @@
 //! `fleetctl job`: push a module to devices, follow it, read its results, cancel it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
-use fleet_controller::datadir::DataDir;
-use fleet_controller::model::{AbortPolicy, ExecState, RolloutParams, Target, job_state_str, parse_labels};
-use fleet_controller::rollout;
-use fleet_controller::signer::prepare_module;
-use fleet_controller::store::{ExecutionRow, JobRow, NewJob, Store};
-use fleet_controller::{random_32, unix_ms};
-use fleet_schemas::digest::sha256;
-use fleet_schemas::{
-    DeviceId, GpuRequirement, JobCounts, JobId, JobSpec, JobState, Limits, ModuleSource, Requirements,
-};
-use serde::Serialize;
+use fleet_controller::model::{AbortPolicy, Target, parse_labels};
+use fleet_controller::operate::{DeviceFilter, ExecutionView, JobView, PushRequest};
+use fleet_controller::unix_ms;
+use fleet_schemas::{DeviceId, GpuRequirement, JobCounts, Presence};
 
+use crate::backend::Backend;
 use crate::fmt::{Table, age, parse_duration, parse_pct, parse_rate, printable, size};
-use crate::{Outcome, UsageError, actor};
+use crate::{Outcome, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -123,27 +116,19 @@ pub struct PushArgs {
     wait: bool,
 }
 
-pub fn run(data_dir: &Path, command: JobCommand) -> Outcome {
+pub fn run(backend: &Backend, command: JobCommand) -> Outcome {
     match command {
-        JobCommand::Push(args) => push(data_dir, *args),
-        JobCommand::List { json } => list(data_dir, json),
-        JobCommand::Status { id, json, wait } => status(data_dir, id.as_deref(), json, wait),
-        JobCommand::Results { id, json } => results(data_dir, id.as_deref(), json),
-        JobCommand::Cancel { id } => cancel(data_dir, id.as_deref()),
+        JobCommand::Push(args) => push(backend, *args),
+        JobCommand::List { json } => list(backend, json),
+        JobCommand::Status { id, json, wait } => status(backend, id.as_deref(), json, wait),
+        JobCommand::Results { id, json } => results(backend, id.as_deref(), json),
+        JobCommand::Cancel { id } => cancel(backend, id.as_deref()),
     }
 }
 
-fn push(data_dir: &Path, args: PushArgs) -> Outcome {
-    let module = std::fs::read(&args.module).map_err(|e| {
-        UsageError::new(format!("cannot read {}: {e}", args.module.display()), "give the path of a .wasm file")
-    })?;
-    if !module.starts_with(b"\0asm") {
-        return Err(UsageError::new(
-            format!("{} is not a WebAssembly module (no \\0asm header)", args.module.display()),
-            "build it for wasm32 (for example `cargo build --target wasm32-unknown-unknown --release`)",
-        )
-        .into());
-    }
+/// The push the arguments describe (checked here where the command line can say which
+/// flag is wrong; the rest is checked where the push is stored).
+fn push_request(args: &PushArgs) -> anyhow::Result<PushRequest> {
     let target = if !args.target.is_empty() {
         let ids = args
             .target
@@ -156,167 +141,74 @@ fn push(data_dir: &Path, args: PushArgs) -> Outcome {
     } else if let Some(selector) = &args.selector {
         let labels =
             parse_labels(selector).map_err(|e| UsageError::new(e.0, "a selector looks like site=plant-3,role=gw"))?;
-        if labels.is_empty() {
-            return Err(UsageError::new("the selector is empty", "use --all to target every device").into());
-        }
         Target::Selector(labels)
     } else {
         Target::All
     };
-    if args.continuous && matches!(target, Target::Devices(_)) {
-        return Err(UsageError::new(
-            "--continuous needs --selector or --all",
-            "a list of device ids cannot match devices provisioned later",
-        )
-        .into());
-    }
     let timeout_ms = args.timeout.map_or(0, |t| t.as_millis());
     let timeout_ms =
         u32::try_from(timeout_ms).map_err(|_| UsageError::plain("--timeout is too long (at most about 49 days)"))?;
-    let exec_timeout = args.deadline.unwrap_or_else(|| match args.timeout {
-        Some(timeout) => timeout + Duration::from_secs(60),
-        None => Duration::from_secs(600),
-    });
-    if args.batch == Some(0) {
-        return Err(UsageError::new("--batch 0 would never start anything", "leave --batch out for no batches").into());
-    }
-    let params = RolloutParams {
-        rate_per_min: args.rate,
-        batch_size: args.batch,
-        abort: match (args.abort_failures, args.abort_min) {
-            (Some(failure_pct), Some(min_finished)) => Some(AbortPolicy { failure_pct, min_finished }),
-            _ => None,
-        },
-        exec_timeout_ms: u64::try_from(exec_timeout.as_millis()).unwrap_or(u64::MAX),
-        retries: args.retries,
-        continuous: args.continuous,
+    let mut request = PushRequest::new(target);
+    request.entry = args.entry.clone();
+    request.args = args.args.clone();
+    request.inputs = args.inputs.clone();
+    request.timeout_ms = timeout_ms;
+    request.deadline_ms = args.deadline.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    request.fuel = args.fuel;
+    request.memory_pages = args.memory_pages;
+    request.rate_per_min = args.rate;
+    request.batch_size = args.batch;
+    request.abort = match (args.abort_failures, args.abort_min) {
+        (Some(failure_pct), Some(min_finished)) => Some(AbortPolicy { failure_pct, min_finished }),
+        _ => None,
     };
-
-    let data = DataDir::new(data_dir);
-    let mut store = data.open_or_init()?;
-    let gpu = match args.gpu.as_str() {
+    request.retries = args.retries;
+    request.continuous = args.continuous;
+    request.gpu = match args.gpu.as_str() {
         "required" => GpuRequirement::Required,
         "preferred" => GpuRequirement::Preferred,
         _ => GpuRequirement::None,
     };
-    if gpu == GpuRequirement::Required && args.continuous {
-        return Err(UsageError::new(
-            "--gpu required cannot be --continuous yet",
-            "devices provisioned later have not reported whether they have a GPU; push again once they are online",
-        )
-        .into());
-    }
-    let targets = match &target {
-        Target::Devices(ids) => {
-            let unknown: Vec<String> = ids
-                .iter()
-                .filter(|id| !matches!(store.device(id.as_str()), Ok(Some(d)) if d.removed_at_ms.is_none()))
-                .map(|id| id.to_string())
-                .collect();
-            if !unknown.is_empty() {
-                return Err(UsageError::new(
-                    format!("unknown or removed device(s): {}", unknown.join(", ")),
-                    "run `fleetctl device list` to see device ids",
-                )
-                .into());
-            }
-            let mut ids = ids.clone();
-            ids.dedup();
-            ids
-        }
-        other => store.matching_devices(other)?,
-    };
-    // A job goes only where the device's last status advertised what it needs: a GPU
-    // when it requires one, an inference backend when its module imports wasi-nn.
-    // Elsewhere it would only be refused. Named devices without it are an error; a
-    // selector or --all keeps the devices that have it.
-    let mut targets = targets;
-    if gpu == GpuRequirement::Required {
-        targets = advertising(&store, targets, &target, Needs::Gpu)?;
-    }
-    if imports_wasi_nn(&module) {
-        if args.continuous {
-            return Err(UsageError::new(
-                "a module that uses wasi-nn cannot be --continuous yet",
-                "devices provisioned later have not reported whether they offer inference; push again once they are online",
-            )
-            .into());
-        }
-        targets = advertising(&store, targets, &target, Needs::Inference)?;
-    }
-    if targets.is_empty() && !args.continuous {
-        return Err(UsageError::new(
-            format!("no device matches {target}"),
-            "provision one first, or pass --continuous to run on matching devices as they are provisioned",
-        )
-        .into());
-    }
+    Ok(request)
+}
 
-    let job_id = JobId(random_32()?[..16].try_into().context("job id")?);
-    let spec = JobSpec {
-        job_id,
-        module: ModuleSource::Inline(Vec::new()),
-        entry: args.entry.clone(),
-        args: args.args.clone(),
-        limits: Limits { fuel: args.fuel, memory_pages: args.memory_pages, timeout_ms },
-        requirements: Requirements { gpu, ..Requirements::default() },
-        inputs: args.inputs.clone(),
-    };
-    let prepared = prepare_module(spec, &module).map_err(|e| UsageError::plain(e.to_string()))?;
-    let chunked = prepared.chunks.is_some();
-    let job = NewJob {
-        id: job_id,
-        spec: postcard::to_allocvec(&prepared.spec)?,
-        module_hash: sha256(&module),
-        chunked_module: chunked.then(|| module.clone()),
-        module_size: module.len() as u64,
-        entry: args.entry.clone(),
-        target: target.clone(),
-        params,
-    };
-    store.insert_job(&job, &targets, &actor(), unix_ms())?;
+fn push(backend: &Backend, args: PushArgs) -> Outcome {
+    let module = std::fs::read(&args.module).map_err(|e| {
+        UsageError::new(format!("cannot read {}: {e}", args.module.display()), "give the path of a .wasm file")
+    })?;
+    if !module.starts_with(b"\0asm") {
+        return Err(UsageError::new(
+            format!("{} is not a WebAssembly module (no \\0asm header)", args.module.display()),
+            "build it for wasm32 (for example `cargo build --target wasm32-unknown-unknown --release`)",
+        )
+        .into());
+    }
+    let request = push_request(&args)?;
+    let pushed = backend.push(&request, &module)?;
+    for skipped in &pushed.skipped {
+        eprintln!("skipping {skipped}");
+    }
     eprintln!(
-        "pushed job {job_id}: {} ({}{}) to {} device(s) ({target}{})",
+        "pushed job {}: {} ({}{}) to {} device(s) ({}{})",
+        pushed.job,
         args.module.display(),
-        size(module.len() as u64),
-        if chunked { ", sent in chunks" } else { "" },
-        targets.len(),
+        size(pushed.module_size),
+        if pushed.chunked { ", sent in chunks" } else { "" },
+        pushed.devices,
+        request.target,
         if args.continuous { ", continuous" } else { "" }
     );
-    if !serve_is_running(data_dir) {
-        eprintln!("note: no `fleetctl serve` is running on {}; the job starts when one does", data_dir.display());
+    if let Some(note) = backend.pending_note() {
+        eprintln!("note: {note}; the job starts when one does");
     }
-    println!("{job_id}");
+    println!("{}", pushed.job);
     if args.wait {
         if args.continuous {
             eprintln!("note: a continuous job runs until canceled; --wait waits for that");
         }
-        return wait(&store, &job_id);
+        return wait(backend, &pushed.job);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether a `serve` runs on the data directory (it holds the directory's lock).
-pub fn serve_is_running(data_dir: &Path) -> bool {
-    DataDir::new(data_dir).serving().is_some()
-}
-
-fn finished_count(counts: &JobCounts) -> u32 {
-    counts.succeeded + counts.failed + counts.rejected + counts.timed_out + counts.canceled
-}
-
-/// Executions whose envelope went out and that the device has not accepted yet (the
-/// job status's `queued` counts them with those not sent), by each device's latest
-/// attempt.
-fn sent_count(views: &[rollout::ExecView]) -> u32 {
-    let mut latest: std::collections::HashMap<&DeviceId, &rollout::ExecView> = std::collections::HashMap::new();
-    for view in views {
-        let slot = latest.entry(&view.device).or_insert(view);
-        if view.attempt >= slot.attempt {
-            *slot = view;
-        }
-    }
-    u32::try_from(latest.values().filter(|v| v.state == ExecState::Sent).count()).unwrap_or(u32::MAX)
 }
 
 /// "3 succeeded, 1 running, 1 sent (not accepted yet), 2 queued": every state that has
@@ -344,12 +236,15 @@ fn counts_line(counts: &JobCounts, sent: u32) -> String {
 /// nothing changed meanwhile).
 const WAIT_REPORT_EVERY: Duration = Duration::from_secs(15);
 
+/// How often `--wait` looks up which of the devices it waits for are not online.
+const ABSENT_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Follows a job until it reaches a final state, on stderr: a progress bar with the
 /// counts per state on a terminal, a plain line whenever they change (and every 15 s)
 /// otherwise. Either way it names the devices it waits for that are not online ("never
 /// seen online", "offline for 3m"), so it never sits silent on a device that is not
 /// there.
-fn wait(store: &Store, job_id: &JobId) -> Outcome {
+fn wait(backend: &Backend, job_id: &str) -> Outcome {
     use std::io::IsTerminal as _;
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(0);
@@ -359,51 +254,59 @@ fn wait(store: &Store, job_id: &JobId) -> Outcome {
     );
     let started = std::time::Instant::now();
     let mut reported: Option<(String, std::time::Instant)> = None;
+    let mut absent: (Vec<String>, Option<std::time::Instant>) = (Vec::new(), None);
     loop {
-        let job = store.job(job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
-        let executions = store.exec_views(job_id)?;
-        let (total, counts) = rollout::counts(&executions);
-        let line = counts_line(&counts, sent_count(&executions));
-        if job.state != JobState::InProgress {
+        let detail = backend.job(Some(job_id))?;
+        let job = &detail.job;
+        let line = counts_line(&job.counts, job.sent);
+        if !job.in_progress() {
             bar.finish_and_clear();
-            eprintln!("job {job_id} {}: {line}", job_state_str(job.state));
-            return Ok(exit_for(job.state, total, &counts));
+            eprintln!("job {job_id} {}: {line}", job.state);
+            return Ok(exit_for(job));
         }
-        let absent = absent_devices(store, &executions, unix_ms())?;
-        let line = if absent.is_empty() { line } else { format!("{line}; waiting for {}", absent.join(", ")) };
+        if absent.1.is_none_or(|at| at.elapsed() >= ABSENT_CHECK_EVERY) {
+            absent = (absent_devices(backend, &detail.executions, unix_ms())?, Some(std::time::Instant::now()));
+        }
+        let line = if absent.0.is_empty() { line } else { format!("{line}; waiting for {}", absent.0.join(", ")) };
         if terminal {
-            bar.set_length(u64::from(total));
-            bar.set_position(u64::from(finished_count(&counts)));
+            bar.set_length(u64::from(job.total));
+            bar.set_position(u64::from(job.finished()));
             bar.set_message(line);
             bar.tick();
         } else {
             let due = reported.as_ref().is_none_or(|(last, at)| *last != line || at.elapsed() >= WAIT_REPORT_EVERY);
             if due {
                 eprintln!(
-                    "[{:>4}s] job {job_id}: {} of {total} finished; {line}",
+                    "[{:>4}s] job {job_id}: {} of {} finished; {line}",
                     started.elapsed().as_secs(),
-                    finished_count(&counts)
+                    job.finished(),
+                    job.total
                 );
                 reported = Some((line, std::time::Instant::now()));
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(if backend.is_remote() { 50 } else { 200 }));
     }
 }
 
+/// Devices looked up one by one at most; with more unfinished, the list is read once.
+const ABSENT_LOOKUPS: usize = 32;
+
 /// The devices with an unfinished execution that are not online now, each with how
 /// long: "gw-3 (never seen online)", "gw-4 (offline for 3m)".
-fn absent_devices(store: &Store, executions: &[rollout::ExecView], now: u64) -> anyhow::Result<Vec<String>> {
+fn absent_devices(backend: &Backend, executions: &[ExecutionView], now: u64) -> anyhow::Result<Vec<String>> {
+    let waiting: std::collections::BTreeSet<&str> =
+        executions.iter().filter(|v| !v.state.is_terminal()).map(|v| v.device.as_str()).collect();
+    let devices = if waiting.len() <= ABSENT_LOOKUPS {
+        waiting.iter().map(|id| backend.device(id)).collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        backend.devices(&DeviceFilter::default())?.into_iter().filter(|d| waiting.contains(d.id.as_str())).collect()
+    };
     let mut absent = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for view in executions.iter().filter(|v| !v.state.is_terminal()) {
-        if !seen.insert(view.device.clone()) {
-            continue;
-        }
-        let Some(device) = store.device(view.device.as_str())? else { continue };
+    for device in devices {
         match device.status.as_ref().map(|s| s.state) {
-            Some(fleet_schemas::Presence::Online) => {}
-            Some(fleet_schemas::Presence::Offline) => absent.push(format!(
+            Some(Presence::Online) => {}
+            Some(Presence::Offline) => absent.push(format!(
                 "{} (offline for {})",
                 device.id,
                 age(device.status_at_ms, now).trim_end_matches(" ago")
@@ -415,156 +318,61 @@ fn absent_devices(store: &Store, executions: &[rollout::ExecView], now: u64) -> 
 }
 
 /// 0 when the job completed and every device succeeded, 1 otherwise.
-fn exit_for(state: JobState, total: u32, counts: &JobCounts) -> ExitCode {
-    if state == JobState::Completed && counts.succeeded == total { ExitCode::SUCCESS } else { ExitCode::from(1) }
+fn exit_for(job: &JobView) -> ExitCode {
+    if job.all_succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// A job as `--json` prints it.
-#[derive(Serialize)]
-struct JobView {
-    id: String,
-    state: &'static str,
-    cancel_requested: bool,
-    target: Target,
-    entry: String,
-    module_hash: String,
-    module_size: u64,
-    chunked: bool,
-    params: RolloutParams,
-    total: u32,
-    counts: JobCounts,
-    /// Of `counts.queued`: those whose envelope went out, not accepted yet.
-    sent: u32,
-    created_at_ms: u64,
-    finished_at_ms: Option<u64>,
-}
-
-fn job_view(job: &JobRow, executions: &[ExecutionRow]) -> JobView {
-    let views: Vec<_> = executions.iter().map(ExecutionRow::view).collect();
-    let (total, counts) = rollout::counts(&views);
-    JobView {
-        id: job.id.to_hex(),
-        state: job_state_str(job.state),
-        cancel_requested: job.cancel_requested,
-        target: job.target.clone(),
-        entry: job.entry.clone(),
-        module_hash: job.module_hash.to_hex(),
-        module_size: job.module_size,
-        chunked: job.chunked,
-        params: job.params,
-        total,
-        counts,
-        sent: sent_count(&views),
-        created_at_ms: job.created_at_ms,
-        finished_at_ms: job.finished_at_ms,
-    }
+fn state_label(job: &JobView) -> String {
+    if job.cancel_requested && job.in_progress() { "canceling".to_string() } else { job.state.clone() }
 }
 
 /// The jobs table (also used by `watch`).
-pub fn jobs_table(store: &Store, jobs: &[JobRow], now: u64) -> anyhow::Result<Table> {
+pub fn jobs_table(jobs: &[JobView], now: u64) -> Table {
     let mut table = Table::new(&["JOB", "STATE", "DEVICES", "PROGRESS", "TARGET", "PUSHED"]);
     for job in jobs {
-        let view = job_view(job, &store.executions(&job.id)?);
-        let state = if job.cancel_requested && job.state == JobState::InProgress { "canceling" } else { view.state };
         table.row(vec![
-            view.id,
-            state.to_string(),
-            view.total.to_string(),
-            counts_line(&view.counts, view.sent),
+            job.id.clone(),
+            state_label(job),
+            job.total.to_string(),
+            counts_line(&job.counts, job.sent),
             format!("{}{}", job.target, if job.params.continuous { " (continuous)" } else { "" }),
             age(Some(job.created_at_ms), now),
         ]);
     }
-    Ok(table)
+    table
 }
 
-fn list(data_dir: &Path, json: bool) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
-    let jobs = store.jobs()?;
+fn list(backend: &Backend, json: bool) -> Outcome {
+    let jobs = backend.jobs()?;
     if json {
-        let views = jobs
-            .iter()
-            .map(|job| Ok(job_view(job, &store.executions(&job.id)?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
     } else if jobs.is_empty() {
         eprintln!("no jobs yet; push one with `fleetctl job push MODULE.wasm --all`");
     } else {
-        print!("{}", jobs_table(&store, &jobs, unix_ms())?.render());
+        print!("{}", jobs_table(&jobs, unix_ms()).render());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// An execution as `--json` prints it.
-#[derive(Serialize)]
-struct ExecView {
-    device: String,
-    attempt: u32,
-    state: ExecState,
-    envelope_seq: Option<u64>,
-    sent_at_ms: Option<u64>,
-    deadline_ms: Option<u64>,
-    updated_at_ms: u64,
-    reason: Option<String>,
-    output: Option<String>,
-    output_hex: Option<String>,
-    logs: Vec<String>,
-    fuel_used: Option<u64>,
-    duration_ms: Option<u64>,
-}
-
-fn exec_view(row: &ExecutionRow) -> ExecView {
-    ExecView {
-        device: row.device_id.to_string(),
-        attempt: row.attempt,
-        state: row.state,
-        envelope_seq: row.envelope_seq,
-        sent_at_ms: row.sent_at_ms,
-        deadline_ms: row.deadline_ms,
-        updated_at_ms: row.updated_at_ms,
-        reason: row.reason.clone(),
-        output: row.output.as_deref().and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string),
-        output_hex: row.output.as_deref().map(hex::encode),
-        logs: row.logs.clone(),
-        fuel_used: row.fuel_used,
-        duration_ms: row.duration_ms,
+/// The job `id` names, saying so when it is the newest.
+fn load(backend: &Backend, id: Option<&str>) -> anyhow::Result<fleet_controller::operate::JobDetail> {
+    let detail = backend.job(id)?;
+    if id.is_none() {
+        eprintln!("job {} (the newest)", detail.job.id);
     }
+    Ok(detail)
 }
 
-fn load(data_dir: &Path, id: Option<&str>) -> anyhow::Result<(Store, JobRow)> {
-    let store = DataDir::new(data_dir).open()?;
-    let job_id = resolve(&store, id)?;
-    let job = store.job(&job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
-    Ok((store, job))
-}
-
-/// The job `id` names (a unique prefix will do), or the newest job when none is named.
-fn resolve(store: &Store, id: Option<&str>) -> anyhow::Result<JobId> {
-    match id {
-        Some(id) => Ok(store.resolve_job(id)?),
-        None => {
-            let newest = store.jobs()?.into_iter().next().ok_or_else(|| {
-                UsageError::new("there is no job yet", "push one with `fleetctl job push MODULE.wasm --all`")
-            })?;
-            eprintln!("job {} (the newest)", newest.id);
-            Ok(newest.id)
-        }
-    }
-}
-
-fn status(data_dir: &Path, id: Option<&str>, json: bool, wait_for_it: bool) -> Outcome {
-    let (store, job) = load(data_dir, id)?;
+fn status(backend: &Backend, id: Option<&str>, json: bool, wait_for_it: bool) -> Outcome {
+    let mut detail = load(backend, id)?;
     if wait_for_it {
-        wait(&store, &job.id)?;
+        wait(backend, &detail.job.id)?;
+        detail = backend.job(Some(&detail.job.id))?;
     }
-    let job = store.job(&job.id)?.unwrap_or(job);
-    let executions = store.executions(&job.id)?;
-    let view = job_view(&job, &executions);
-    let code = if wait_for_it { exit_for(job.state, view.total, &view.counts) } else { ExitCode::SUCCESS };
+    let view = &detail.job;
+    let code = if wait_for_it { exit_for(view) } else { ExitCode::SUCCESS };
     if json {
-        let executions: Vec<ExecView> = executions.iter().map(exec_view).collect();
-        let doc = serde_json::json!({ "job": view, "executions": executions });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&detail)?);
         return Ok(code);
     }
     let now = unix_ms();
@@ -572,9 +380,9 @@ fn status(data_dir: &Path, id: Option<&str>, json: bool, wait_for_it: bool) -> O
     println!(
         "state     {}{}",
         view.state,
-        if job.cancel_requested && job.state == JobState::InProgress { " (canceling)" } else { "" }
+        if view.cancel_requested && view.in_progress() { " (canceling)" } else { "" }
     );
-    println!("target    {}{}", job.target, if job.params.continuous { " (continuous)" } else { "" });
+    println!("target    {}{}", view.target, if view.params.continuous { " (continuous)" } else { "" });
     println!(
         "module    {} {} entry `{}`{}",
         view.module_hash,
@@ -582,13 +390,13 @@ fn status(data_dir: &Path, id: Option<&str>, json: bool, wait_for_it: bool) -> O
         view.entry,
         if view.chunked { " (chunked)" } else { "" }
     );
-    println!("progress  {} of {}: {}", finished_count(&view.counts), view.total, counts_line(&view.counts, view.sent));
-    println!("pushed    {}", age(Some(job.created_at_ms), now));
+    println!("progress  {} of {}: {}", view.finished(), view.total, counts_line(&view.counts, view.sent));
+    println!("pushed    {}", age(Some(view.created_at_ms), now));
     println!();
     let mut table = Table::new(&["DEVICE", "ATTEMPT", "STATE", "SEQ", "UPDATED", "REASON"]);
-    for row in &executions {
+    for row in &detail.executions {
         table.row(vec![
-            row.device_id.to_string(),
+            row.device.clone(),
             row.attempt.to_string(),
             row.state.to_string(),
             row.envelope_seq.map_or("-".into(), |s| s.to_string()),
@@ -604,15 +412,14 @@ fn status(data_dir: &Path, id: Option<&str>, json: bool, wait_for_it: bool) -> O
     Ok(code)
 }
 
-fn results(data_dir: &Path, id: Option<&str>, json: bool) -> Outcome {
-    let (store, job) = load(data_dir, id)?;
-    let executions = store.executions(&job.id)?;
+fn results(backend: &Backend, id: Option<&str>, json: bool) -> Outcome {
+    let detail = load(backend, id)?;
+    let executions = &detail.executions;
     if json {
-        let views: Vec<ExecView> = executions.iter().map(exec_view).collect();
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(executions)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for row in &executions {
+    for row in executions {
         let mut facts = vec![format!("attempt {}", row.attempt), row.state.to_string()];
         if let Some(ms) = row.duration_ms {
             facts.push(format!("{ms} ms"));
@@ -620,12 +427,12 @@ fn results(data_dir: &Path, id: Option<&str>, json: bool) -> Outcome {
         if let Some(fuel) = row.fuel_used {
             facts.push(format!("fuel {fuel}"));
         }
-        println!("== {} ({})", row.device_id, facts.join(", "));
+        println!("== {} ({})", row.device, facts.join(", "));
         if let Some(reason) = &row.reason {
             println!("reason: {reason}");
         }
-        if let Some(output) = &row.output {
-            println!("output: {}", printable(output));
+        if let Some(output) = row.output_bytes() {
+            println!("output: {}", printable(&output));
         }
         for line in &row.logs {
             println!("log: {line}");
@@ -637,99 +444,19 @@ fn results(data_dir: &Path, id: Option<&str>, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cancel(data_dir: &Path, id: Option<&str>) -> Outcome {
-    let data = DataDir::new(data_dir);
-    let mut store = data.open()?;
-    let job_id = resolve(&store, id)?;
-    let job = store.job(&job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} disappeared from the database"))?;
-    if job.state != JobState::InProgress {
-        return Err(UsageError::new(
-            format!("job {job_id} already finished ({})", job_state_str(job.state)),
-            format!("see `fleetctl job status {job_id}`"),
-        )
-        .into());
+fn cancel(backend: &Backend, id: Option<&str>) -> Outcome {
+    if id.is_none() {
+        load(backend, None)?;
     }
-    if store.request_cancel(&job_id, &actor(), unix_ms())? {
+    let canceled = backend.cancel(id)?;
+    if canceled.requested {
         eprintln!(
-            "cancel requested for job {job_id}; `fleetctl serve` drops queued executions and tells devices to stop"
+            "cancel requested for job {}; `fleetctl serve` drops queued executions and tells devices to stop",
+            canceled.job
         );
-        if !serve_is_running(data_dir) {
-            eprintln!(
-                "note: no `fleetctl serve` is running on {}; the cancel happens when one does",
-                data_dir.display()
-            );
+        if let Some(note) = backend.pending_note() {
+            eprintln!("note: {note}; the cancel happens when one does");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What a job needs a device to have advertised in its status.
-#[derive(Debug, Clone, Copy)]
-enum Needs {
-    /// A GPU (`--gpu required`).
-    Gpu,
-    /// An inference backend (the module imports wasi-nn).
-    Inference,
-}
-
-impl Needs {
-    fn has(self, status: &fleet_schemas::DeviceStatus) -> bool {
-        match self {
-            Needs::Gpu => status.gpu.is_some(),
-            Needs::Inference => !status.inference.is_empty(),
-        }
-    }
-
-    fn missing(self) -> &'static str {
-        match self {
-            Needs::Gpu => "no GPU advertised by",
-            Needs::Inference => "no inference (wasi-nn) advertised by",
-        }
-    }
-
-    fn hint(self) -> &'static str {
-        match self {
-            Needs::Gpu => "`fleetctl device list` shows each device's GPU; drop --gpu required to run on the CPU",
-            Needs::Inference => {
-                "the module imports wasi-nn: run its gateways' fleet-agent with --onnxruntime (`fleetctl device show ID` lists what a device offers)"
-            }
-        }
-    }
-
-    fn skipping(self) -> &'static str {
-        match self {
-            Needs::Gpu => "that advertise no GPU",
-            Needs::Inference => "that offer no inference (wasi-nn)",
-        }
-    }
-}
-
-/// The devices of `targets` whose last status advertises what the job `needs`; named
-/// devices without it are a usage error, others are skipped and named on stderr.
-fn advertising(store: &Store, targets: Vec<DeviceId>, target: &Target, needs: Needs) -> anyhow::Result<Vec<DeviceId>> {
-    let (with, without): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(|id| {
-        matches!(store.device(id.as_str()), Ok(Some(device)) if device.status.as_ref().is_some_and(|s| needs.has(s)))
-    });
-    if !without.is_empty() {
-        let names: Vec<String> = without.iter().map(ToString::to_string).collect();
-        if matches!(target, Target::Devices(_)) {
-            return Err(UsageError::new(format!("{}: {}", needs.missing(), names.join(", ")), needs.hint()).into());
-        }
-        eprintln!("skipping {} device(s) {}: {}", names.len(), needs.skipping(), names.join(", "));
-    }
-    Ok(with)
-}
-
-/// The import module of wasi-nn in the job ABI (docs/job-abi.md, section 3a).
-const WASI_NN_MODULE: &str = "wasi_ephemeral_nn";
-
-/// Whether the module imports wasi-nn. A module that does not parse says no here;
-/// the devices report the real error.
-fn imports_wasi_nn(module: &[u8]) -> bool {
-    wasmparser::Parser::new(0).parse_all(module).any(|payload| match payload {
-        Ok(wasmparser::Payload::ImportSection(imports)) => {
-            imports.into_imports().any(|i| i.is_ok_and(|i| i.module == WASI_NN_MODULE))
-        }
-        _ => false,
-    })
 }

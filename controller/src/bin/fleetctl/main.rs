@@ -1,13 +1,17 @@
 //! `fleetctl`: the operator's command line, and `fleetctl serve`, the controller.
 //!
-//! Every command but `serve` works directly on the SQLite database in the data
-//! directory and exits; a running `serve` notices what was written and acts on it
-//! (see the crate README, "How fleetctl and serve cooperate").
+//! Commands act through the controller's HTTPS API: a remote one (`--server`,
+//! `FLEET_SERVER`, or the profile `fleetctl login` stored) or the `serve` running on
+//! the data directory, found through its lock file. With no `serve` running they work
+//! on the data directory's database itself, and a `serve` started later acts on what
+//! they wrote (see `backend` and the crate README, "How fleetctl and serve
+//! cooperate").
 //!
 //! Exit codes: 0 success; 1 a job finished with failures (or was aborted or canceled);
 //! 2 a usage or input error (what to do next is printed); 3 anything else (I/O,
 //! database, broker).
 
+mod backend;
 mod device;
 mod examples;
 mod fmt;
@@ -29,6 +33,9 @@ struct Cli {
     #[arg(long, global = true, default_value = "./fleet-data", env = "FLEET_DATA_DIR")]
     data_dir: PathBuf,
 
+    #[command(flatten)]
+    server: backend::ServerArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -49,12 +56,20 @@ enum Command {
     Status(JsonFlag),
     /// The audit log of operator actions, newest first.
     Audit(misc::AuditArgs),
-    /// Manage signing keys.
+    /// Manage signing keys (on the controller's machine: works on the data directory's
+    /// key files, with or without a running serve).
     #[command(subcommand)]
     Key(misc::KeyCommand),
-    /// Configuration for an external broker, and the read-only observer login.
+    /// Configuration for an external broker, and the read-only observer login (on the
+    /// controller's machine: works on the data directory).
     #[command(subcommand)]
     Broker(misc::BrokerCommand),
+    /// The operator API's tokens: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(misc::TokenCommand),
+    /// Check a token against a controller's API and store it as this user's profile
+    /// (then every command uses that controller).
+    Login(misc::LoginArgs),
     /// Write the example jobs (hello.wasm, csv-summary.wasm, ...) and a sample sensor
     /// file into a directory, to push to a fleet. Needs no server.
     Examples {
@@ -104,15 +119,18 @@ pub type Outcome = anyhow::Result<ExitCode>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let backend = || backend::Backend::resolve(&cli.data_dir, &cli.server);
     let result = match cli.command {
         Command::Serve(args) => misc::serve(&cli.data_dir, args),
-        Command::Device(command) => device::run(&cli.data_dir, command),
-        Command::Job(command) => job::run(&cli.data_dir, command),
-        Command::Watch(args) => misc::watch(&cli.data_dir, args),
-        Command::Status(flag) => misc::status(&cli.data_dir, flag.json),
-        Command::Audit(args) => misc::audit(&cli.data_dir, args),
+        Command::Device(command) => device::run(&cli.data_dir, backend, command),
+        Command::Job(command) => backend().and_then(|b| job::run(&b, command)),
+        Command::Watch(args) => backend().and_then(|b| misc::watch(&b, args)),
+        Command::Status(flag) => backend().and_then(|b| misc::status(&b, flag.json)),
+        Command::Audit(args) => backend().and_then(|b| misc::audit(&b, args)),
         Command::Key(command) => misc::key(&cli.data_dir, command),
         Command::Broker(command) => misc::broker(&cli.data_dir, command),
+        Command::Token(command) => backend().and_then(|b| misc::token(&b, command)),
+        Command::Login(args) => misc::login(args, cli.server.ca.clone()),
         Command::Examples { dir } => examples::write(&dir),
     };
     match result {
@@ -182,6 +200,17 @@ fn environment_error(error: &anyhow::Error) -> Option<UsageError> {
                 already.to_string(),
                 "one controller per data directory: stop that one first, or give this one another --data-dir",
             ));
+        }
+        if let Some(ServeError::Api(fleet_controller::api::ApiError::Bind { addr, source })) =
+            cause.downcast_ref::<ServeError>()
+        {
+            let help = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "something else (another fleetctl serve?) listens there: stop it, or pick another address with --api-listen"
+                }
+                _ => "pick another address with --api-listen",
+            };
+            return Some(UsageError::new(format!("cannot listen on {addr} for the operator API: {source}"), help));
         }
         if let Some(ServeError::Broker(fleet_broker::BrokerError::Bind { addr, source })) =
             cause.downcast_ref::<ServeError>()

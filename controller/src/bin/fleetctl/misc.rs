@@ -8,17 +8,26 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use fleet_controller::acl::{acl_file, mosquitto_hash, passwd_file};
+use fleet_controller::api::ApiConfig;
 use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
+use fleet_controller::operate::DeviceFilter;
 use fleet_controller::server::{self, BrokerChoice, ServeConfig};
 use fleet_controller::signer::sign_rotation;
+use fleet_controller::tokens::Role;
 use fleet_controller::{random_32, unix_ms};
 use fleet_schemas::limits::MAX_TRUSTED_KEYS;
 use fleet_schemas::{Topics, TrustedKey};
 
+use crate::backend::{Backend, Profile, Remote, write_profile};
 use crate::device::devices_table;
 use crate::fmt::{age, parse_duration};
-use crate::job::{jobs_table, serve_is_running};
+use crate::job::jobs_table;
 use crate::{Outcome, UsageError, actor};
+
+/// Whether a `serve` runs on the data directory (it holds the directory's lock).
+fn serve_is_running(data_dir: &Path) -> bool {
+    DataDir::new(data_dir).serving().is_some()
+}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -28,6 +37,30 @@ pub struct ServeArgs {
     /// Use this broker instead of the embedded one: mqtt://HOST:PORT.
     #[arg(long, value_name = "URL", conflicts_with = "listen")]
     broker: Option<String>,
+    /// Where the operator API (HTTPS) listens; port 0 picks a free one (fleetctl on
+    /// this machine finds it through the data directory).
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    api_listen: SocketAddr,
+    /// Where the embedded broker also serves MQTT over TLS (devices provisioned with
+    /// --tls connect there); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8883", value_name = "ADDR", conflicts_with = "broker")]
+    tls_listen: SocketAddr,
+    /// Serve no MQTT over TLS.
+    #[arg(long, conflicts_with = "tls_listen")]
+    no_tls: bool,
+    /// A host name (or address) devices and clients use to reach this controller, for
+    /// its certificates (repeat for more; localhost and the listen addresses are in them).
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+    /// The API's certificate chain (PEM) from your own CA, instead of the controller's.
+    #[arg(long, value_name = "FILE", requires = "api_key")]
+    api_cert: Option<PathBuf>,
+    /// The private key (PEM) of --api-cert.
+    #[arg(long, value_name = "FILE", requires = "api_cert")]
+    api_key: Option<PathBuf>,
+    /// Serve no API (fleetctl then works on the data directory's database).
+    #[arg(long, conflicts_with_all = ["api_listen", "api_cert"])]
+    no_api: bool,
 }
 
 pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
@@ -47,10 +80,27 @@ pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
     if matches!(broker, BrokerChoice::Embedded { .. }) {
         raise_open_file_limit();
     }
+    let mut config = ServeConfig::new(data_dir, broker);
+    config.names = args.names.clone();
+    if args.broker.is_none() && !args.no_tls {
+        config.mqtt_tls = Some(args.tls_listen);
+    }
+    if !args.no_api {
+        let mut api = ApiConfig::new(args.api_listen);
+        api.names = args.names.clone();
+        api.cert = args.api_cert.clone().zip(args.api_key.clone());
+        config.api = Some(api);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let running = server::start(ServeConfig::new(data_dir, broker)).await?;
+        let running = server::start(config).await?;
         eprintln!("fleetctl serve: MQTT on {}, data in {} (Ctrl-C to stop)", running.broker_addr(), data_dir.display());
+        if let Some(tls) = running.broker_tls_addr() {
+            eprintln!("fleetctl serve: MQTT over TLS on {tls} (devices provisioned with --tls)");
+        }
+        if let Some((url, ca)) = running.api() {
+            eprintln!("fleetctl serve: operator API on {url} (CA {}; fleetctl on this machine uses it as is)", ca.display());
+        }
         if let Some(capacity) = running.broker_capacity() {
             tracing::info!(
                 max_connections = capacity,
@@ -78,22 +128,22 @@ pub struct WatchArgs {
 
 /// A live view: on a terminal the screen is redrawn in place; into a pipe or a file it
 /// is printed again, as plain text without escape codes, only when it changed.
-pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
+pub fn watch(backend: &Backend, args: WatchArgs) -> Outcome {
     use std::io::IsTerminal as _;
     let terminal = std::io::stdout().is_terminal();
-    let store = DataDir::new(data_dir).open()?;
     let mut last = String::new();
     loop {
         let now = unix_ms();
         let mut screen = String::new();
-        let controller = if serve_is_running(data_dir) { "running" } else { "NOT running" };
-        screen.push_str(&format!("fleet in {}: controller {controller}\n\n", data_dir.display()));
-        let devices = store.devices()?;
+        let status = backend.status()?;
+        let controller = if status.running { "running" } else { "NOT running" };
+        screen.push_str(&format!("fleet in {}: controller {controller}\n\n", backend.describe()));
+        let devices = backend.devices(&DeviceFilter::default())?;
         screen.push_str(&devices_table(&devices, now).render());
         screen.push('\n');
-        let jobs: Vec<_> = store.jobs()?.into_iter().take(20).collect();
-        screen.push_str(&jobs_table(&store, &jobs, now)?.render());
-        let malformed: u64 = store.counters()?.iter().filter(|(k, _)| k.ends_with(".malformed")).map(|(_, v)| v).sum();
+        let jobs: Vec<_> = backend.jobs()?.into_iter().take(20).collect();
+        screen.push_str(&jobs_table(&jobs, now).render());
+        let malformed: u64 = status.counters.iter().filter(|(k, _)| k.ends_with(".malformed")).map(|(_, v)| v).sum();
         if malformed > 0 {
             screen.push_str(&format!("\n{malformed} malformed message(s) dropped; see `fleetctl status`\n"));
         }
@@ -115,70 +165,52 @@ pub fn watch(data_dir: &Path, args: WatchArgs) -> Outcome {
     }
 }
 
-pub fn status(data_dir: &Path, json: bool) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
-    let info = store.controller_info()?;
-    let counters = store.counters()?;
-    let keys = store.keys()?;
-    let serving = DataDir::new(data_dir).serving();
-    let running = serving.is_some();
-    let devices = store.devices()?.len();
-    let jobs = store.jobs()?;
-    let active_jobs = jobs.iter().filter(|j| j.state == fleet_schemas::JobState::InProgress).count();
+pub fn status(backend: &Backend, json: bool) -> Outcome {
+    let status = backend.status()?;
     if json {
-        let doc = serde_json::json!({
-            "running": running,
-            "controller": info.as_ref().and_then(|(i, _)| serde_json::from_str::<serde_json::Value>(i).ok()),
-            "heartbeat_ms": info.as_ref().map(|(_, at)| at),
-            "counters": counters,
-            "devices": devices,
-            "jobs": jobs.len(),
-            "jobs_in_progress": active_jobs,
-            "active_job_key": keys.iter().find(|k| k.active).map(|k| k.key_id.to_hex()),
-            "schema_version": store.schema_version()?,
-            "serve": serving,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
     let now = unix_ms();
-    match (&serving, &info) {
+    match (&status.serve, status.heartbeat_ms) {
         (Some(serve), _) => println!(
             "controller  running ({serve}, up {}, heartbeat {})",
             age(Some(serve.started_at_ms), now).trim_end_matches(" ago"),
             age(Some(serve.updated_at_ms.max(serve.started_at_ms)), now)
         ),
-        (None, Some((_, at))) => {
-            println!("controller  not running (last heartbeat {}); run `fleetctl serve`", age(Some(*at), now))
+        (None, Some(at)) => {
+            println!("controller  not running (last heartbeat {}); run `fleetctl serve`", age(Some(at), now))
         }
         (None, None) => println!("controller  never started; run `fleetctl serve`"),
     }
-    if let Some(unwritable) = serving.as_ref().and_then(|s| s.store_unwritable.as_ref()) {
+    if let Some(api) = status.serve.as_ref().and_then(|s| s.api.as_ref()) {
+        println!("api         {api}");
+    }
+    if let Some(unwritable) = status.serve.as_ref().and_then(|s| s.store_unwritable.as_ref()) {
         println!(
-            "store       NOT WRITABLE since {}: {}; nothing is acknowledged until it is (free space in {})",
+            "store       NOT WRITABLE since {}: {}; nothing is acknowledged until it is (free space in the data directory)",
             age(Some(unwritable.since_ms), now),
             unwritable.error,
-            data_dir.display()
         );
     }
-    if let Some(broker) = info
+    if let Some(broker) = status
+        .controller
         .as_ref()
-        .and_then(|(info, _)| serde_json::from_str::<serde_json::Value>(info).ok())
         .and_then(|info| info.get("broker_counters").cloned())
         .and_then(|counters| serde_json::from_value::<std::collections::BTreeMap<String, u64>>(counters).ok())
     {
         let line: Vec<String> = broker.iter().map(|(name, value)| format!("{name}={value}")).collect();
         println!("broker      {}", line.join(" "));
     }
-    println!("devices     {devices}");
-    println!("jobs        {} ({active_jobs} in progress)", jobs.len());
-    if let Some(key) = keys.iter().find(|k| k.active) {
-        println!("job key     {} (signs envelopes and acks)", key.key_id);
+    println!("devices     {}", status.devices);
+    println!("jobs        {} ({} in progress)", status.jobs, status.jobs_in_progress);
+    if let Some(key) = &status.active_job_key {
+        println!("job key     {key} (signs envelopes and acks)");
     }
-    if counters.is_empty() {
+    if status.counters.is_empty() {
         println!("counters    none");
     }
-    for (name, value) in &counters {
+    for (name, value) in &status.counters {
         println!("counter     {name} = {value}");
     }
     Ok(ExitCode::SUCCESS)
@@ -194,9 +226,8 @@ pub struct AuditArgs {
     json: bool,
 }
 
-pub fn audit(data_dir: &Path, args: AuditArgs) -> Outcome {
-    let store = DataDir::new(data_dir).open()?;
-    let entries = store.audit_log(args.limit)?;
+pub fn audit(backend: &Backend, args: AuditArgs) -> Outcome {
+    let entries = backend.audit(args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
@@ -332,4 +363,97 @@ fn raise_open_file_limit() {
     };
     let now = getrlimit(Resource::Nofile).current;
     tracing::debug!(open_files = ?now, raised, "open-file limit (the hard limit needs root to raise)");
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make an API token; its text is printed once (only its hash is kept).
+    Create {
+        /// Its name, as the audit log shows it (token:NAME).
+        name: String,
+        /// What it may do: viewer (read), operator (also push and cancel), admin (also
+        /// devices, keys and tokens).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["viewer", "operator", "admin"]))]
+        role: String,
+    },
+    /// List tokens (names, roles, last use; never their text).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: every request with it is refused from now on.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+}
+
+pub fn token(backend: &Backend, command: TokenCommand) -> Outcome {
+    match command {
+        TokenCommand::Create { name, role } => {
+            let role: Role = role.parse().map_err(UsageError::plain)?;
+            let created = backend.create_token(&name, role)?;
+            eprintln!(
+                "token {} ({}); shown once, keep it: FLEET_TOKEN=... or `fleetctl login URL --token ...`",
+                created.name, created.role
+            );
+            println!("{}", created.token);
+        }
+        TokenCommand::List { json } => {
+            let tokens = backend.tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = unix_ms();
+            let mut table = crate::fmt::Table::new(&["NAME", "ROLE", "STATE", "CREATED", "BY", "LAST USED"]);
+            for token in tokens {
+                table.row(vec![
+                    token.name,
+                    token.role.to_string(),
+                    if token.revoked_at_ms.is_some() { "revoked".into() } else { "live".into() },
+                    age(Some(token.created_at_ms), now),
+                    token.created_by,
+                    age(token.used_at_ms, now),
+                ]);
+            }
+            print!("{}", table.render());
+        }
+        TokenCommand::Revoke { name } => {
+            let revoked = backend.revoke_token(&name)?;
+            if revoked.revoked {
+                eprintln!("token {name} revoked: every request with it is refused from now on");
+            } else {
+                eprintln!("token {name} was revoked already");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The controller's API: https://HOST:PORT.
+    url: String,
+    /// The token (`fleetctl token create` printed it).
+    #[arg(long, env = "FLEET_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// `fleetctl login`: checks the token against the API, then stores the profile.
+pub fn login(args: LoginArgs, ca: Option<PathBuf>) -> Outcome {
+    let ca = ca.as_ref().map(|ca| std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone()));
+    let remote = Remote::new(&args.url, args.token.clone(), ca.as_deref(), None)?;
+    let backend = Backend::Remote(remote);
+    let status = backend.status()?;
+    let path = write_profile(&Profile { server: args.url.clone(), token: args.token, ca })?;
+    eprintln!(
+        "logged in to {} ({} devices, {} jobs); profile in {}",
+        args.url,
+        status.devices,
+        status.jobs,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
