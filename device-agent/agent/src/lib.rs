@@ -93,6 +93,26 @@ pub enum AgentError {
     },
 }
 
+/// A TLS client configuration trusting only the CA certificates in `ca` (PEM).
+fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let bad = |why: String| AgentError::Unsupported(format!("the broker CA {}: {why}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let what = what.into();
     move |source| AgentError::Io { what, source }
@@ -100,15 +120,17 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
 
 /// Runs the agent until SIGINT or SIGTERM (or a store failure).
 pub fn run(settings: Settings) -> Result<(), AgentError> {
-    if settings.device.broker.tls {
-        // Falling back to plain TCP would send the device's password in clear.
-        return Err(AgentError::Unsupported(
-            "the device config has broker.tls = true, and this fleet-agent cannot connect with TLS; it will \
-             not send the device's credentials in clear instead (use a broker address it reaches in plain MQTT, \
-             or a fleet-agent with TLS)"
-                .to_string(),
-        ));
-    }
+    // With broker.tls, the broker's certificate must chain to the fleet's CA and name the
+    // broker's host; there is no plain fallback (it would send the password in clear).
+    let tls = match (&settings.device.broker.tls, &settings.broker_ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(tls_config(ca)?),
+        (true, None) => {
+            return Err(AgentError::Unsupported(
+                "the device config has broker.tls = true and no CA to check the broker against".to_string(),
+            ));
+        }
+    };
     let state_dir = &settings.state_dir;
     std::fs::create_dir_all(state_dir)
         .map_err(io(format!("cannot create the state directory {}", state_dir.display())))?;
@@ -155,6 +177,7 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         keep_alive: settings.keep_alive,
         backoff: settings.backoff,
         last_will: core.last_will(),
+        tls,
     };
     let (link, link_task) = link::start(link_config, runtime.handle(), wake_tx.clone());
     let executions = Executions::new(

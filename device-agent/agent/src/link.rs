@@ -67,6 +67,8 @@ pub struct LinkConfig {
     pub backoff: BackoffConfig,
     /// The retained offline status to leave behind.
     pub last_will: Publish,
+    /// TLS to the broker (its certificate checked against the fleet's CA), or plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The core thread's handle on the link: publish, ack, subscribe.
@@ -92,6 +94,9 @@ pub fn start(config: LinkConfig, runtime: &Handle, wake: Sender<Wake>) -> (Link,
             qos(config.last_will.qos),
             config.last_will.retain,
         ));
+    if let Some(tls) = &config.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     // Small packets (PUBACKs, events) must not wait for Nagle's algorithm and the
     // peer's delayed ACK: that alone adds ~40 ms per hop.

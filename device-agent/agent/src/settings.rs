@@ -43,6 +43,12 @@ pub const LOCAL_FILE: &str = "agent.toml";
 /// Why the agent cannot start with the settings it was given. Each says which file to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// The config asks for TLS and there is no CA to check the broker against.
+    #[error(
+        "the device config has broker.tls = true and {0} is missing: without the fleet's CA the broker cannot be \
+         checked (copy ca.pem from `fleetctl device provision --tls` beside agent.json)"
+    )]
+    NoBrokerCa(PathBuf),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -147,7 +153,13 @@ pub struct Settings {
     pub max_module_bytes: u32,
     /// ONNX Runtime's shared library, if the agent is to offer wasi-nn.
     pub onnxruntime: Option<OnnxRuntimeSource>,
+    /// With `broker.tls`: the CA the broker's certificate must chain to (`ca.pem`
+    /// beside the config, as `fleetctl device provision --tls` writes it).
+    pub broker_ca: Option<PathBuf>,
 }
+
+/// The broker CA's file name beside `agent.json`.
+pub const BROKER_CA_FILE: &str = "ca.pem";
 
 impl Settings {
     /// Reads `config` (agent.json), the local file beside it if there is one, and applies
@@ -198,7 +210,17 @@ impl Settings {
             min: Duration::from_millis(local.reconnect_min_ms.unwrap_or(100).max(1)),
             max: Duration::from_millis(local.reconnect_max_ms.unwrap_or(5_000).max(1)),
         };
+        let broker_ca = if device.broker.tls {
+            let path = config_dir.join(BROKER_CA_FILE);
+            if !path.is_file() {
+                return Err(SettingsError::NoBrokerCa(path));
+            }
+            Some(path)
+        } else {
+            None
+        };
         Ok(Self {
+            broker_ca,
             device,
             state_dir,
             data,
