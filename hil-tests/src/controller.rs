@@ -180,6 +180,11 @@ impl Controller {
     fn try_start(&mut self) -> Result<Option<SocketAddr>> {
         let mut command = Command::new(binary(FLEETCTL)?);
         command.arg("--data-dir").arg(self.fleetctl.data_dir()).arg("serve");
+        // The operator API on a free port: fleetctl finds it through the data directory.
+        command.arg("--api-listen").arg("127.0.0.1:0");
+        if matches!(self.broker, ServeBroker::Embedded(_)) {
+            command.arg("--tls-listen").arg("127.0.0.1:0");
+        }
         match self.broker {
             ServeBroker::Embedded(addr) => command.arg("--listen").arg(addr.to_string()),
             ServeBroker::External(addr) => command.arg("--broker").arg(format!("mqtt://{addr}")),

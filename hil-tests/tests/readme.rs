@@ -14,7 +14,8 @@
 //!   (`set -euo pipefail`; a background `&` job lives until the file's last block), in a
 //!   scratch directory, with the workspace's `fleetctl` and `fleet-agent` first on the
 //!   PATH. Every command must succeed; the session's background jobs are stopped at its
-//!   end. The README's commands use the default MQTT port, so 1883 must be free.
+//!   end. The README's commands use the default ports (MQTT 1883, the API 8443), so
+//!   they must be free.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -270,6 +271,8 @@ fn run_session(script: &str, dir: &Path, readme: &Path) {
         .current_dir(dir)
         .env("PATH", path)
         .env("RUST_LOG", "warn")
+        // `fleetctl login` stores its profile here, not in the user's home.
+        .env("FLEET_CONFIG_DIR", dir.join("config"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.join("session.err")).unwrap())
@@ -328,10 +331,16 @@ fn readmes() -> Vec<(PathBuf, bool)> {
 
 #[test]
 fn every_readme_command_runs_as_written() {
-    assert!(
-        std::net::TcpListener::bind("127.0.0.1:1883").is_ok(),
-        "README's commands use MQTT's default port 1883, and something listens on it"
-    );
+    for (port, what) in [
+        (1883, "MQTT's default port"),
+        (8883, "MQTT over TLS's default port"),
+        (8443, "the operator API's default port"),
+    ] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "README's commands use {what} {port}, and something listens on it"
+        );
+    }
     assert!(
         std::env::var_os("ORT_DYLIB_PATH").is_some(),
         "README's inference commands use $ORT_DYLIB_PATH (`bash .ci/run` installs the onnxruntime wheel and sets it)"

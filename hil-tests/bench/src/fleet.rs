@@ -55,6 +55,9 @@ impl BrokerKind {
 /// A running benchmark fleet.
 pub struct BenchFleet {
     _dir: tempfile::TempDir,
+    data: DataDir,
+    /// The controller's API, once used: its URL and a client holding one connection.
+    api: Option<(String, String, reqwest::Client)>,
     store: Store,
     devices: Vec<Identity>,
     trust: Trust,
@@ -112,6 +115,8 @@ impl BenchFleet {
         let broker = controller.start()?;
         Ok(Self {
             _dir: dir,
+            data,
+            api: None,
             store,
             devices: identities,
             trust: Trust { root, keys },
@@ -181,6 +186,36 @@ impl BenchFleet {
         let job = new_job(module, targets)?;
         self.store.insert_job(&job, targets, "bench", unix_ms())?;
         Ok(job.id)
+    }
+
+    /// Pushes `module` (entry `run`) to `targets` through the controller's operator
+    /// API, as `fleetctl job push` does with a `serve` running: HTTPS with the
+    /// controller's CA and the local token, one connection kept alive across pushes.
+    pub async fn push_api(&mut self, module: &[u8], targets: &[DeviceId]) -> anyhow::Result<JobId> {
+        use base64::Engine as _;
+        if self.api.is_none() {
+            let url = self.data.serving().and_then(|s| s.api).context("the controller advertises no API")?;
+            let token = std::fs::read_to_string(self.data.path().join(fleet_controller::api::LOCAL_TOKEN_FILE))?;
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(self.data.path().join("tls/ca.pem"))?)?;
+            let client = reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .tcp_nodelay(true)
+                .build()?;
+            self.api = Some((url, token.trim().to_string(), client));
+        }
+        let (url, token, client) = self.api.as_ref().context("no API client")?;
+        let body = fleet_controller::operate::PushBody {
+            request: fleet_controller::operate::PushRequest::new(Target::Devices(targets.to_vec())),
+            module: base64::engine::general_purpose::STANDARD.encode(module),
+        };
+        let response = client.post(format!("{url}/v1/jobs")).bearer_auth(token).json(&body).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("the API refused the push ({status}): {}", response.text().await.unwrap_or_default());
+        }
+        let pushed: fleet_controller::operate::Pushed = response.json().await?;
+        Ok(pushed.job.parse()?)
     }
 
     /// The job's counts, as `fleetctl job status` shows them.

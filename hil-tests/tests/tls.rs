@@ -1,0 +1,179 @@
+//! MQTT over TLS with the real binaries: a `fleet-agent` provisioned with `--tls`
+//! reaches `fleetctl serve`'s TLS port through a relay that records every byte, runs a
+//! job pushed over the HTTPS API, and the device's password never crosses the wire in
+//! clear. An agent holding another CA never connects and never falls back to plain MQTT.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet_hil::bins::{FLEET_AGENT, FLEETCTL, binary};
+
+fn fleetctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(binary(FLEETCTL).unwrap()).arg("--data-dir").arg(data).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP relay to `upstream` that keeps a copy of every byte the client sends.
+fn recording_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(upstream) else { continue };
+            let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut server_r, mut client_w) = (server, client);
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = client_r.read(&mut buf) {
+                    if n == 0 || server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = server_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_r, &mut client_w);
+                let _ = client_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = Command::new(binary(FLEETCTL).unwrap())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _serve = Killed(serve);
+    let started = Instant::now();
+    let tls_addr: SocketAddr = loop {
+        // What the running serve says about itself in its lock file.
+        let info: Option<serde_json::Value> =
+            std::fs::read_to_string(data.join("serve.lock")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(info) = info.filter(|i| i["api"].is_string())
+            && let Some(addr) = info["mqtt_tls"].as_str()
+        {
+            break addr.parse().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "serve did not come up with MQTT over TLS");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (relay, seen) = recording_relay(tls_addr);
+
+    let gw = dir.path().join("gw-tls");
+    let broker = relay.to_string();
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-tls", "--tls", "--broker", &broker, "--out", gw.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(gw.join("ca.pem").is_file());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.join("agent.json")).unwrap()).unwrap();
+    assert_eq!(config["broker"]["tls"], true);
+    let password = config["password"].as_str().unwrap().to_string();
+
+    let agent = Command::new(binary(FLEET_AGENT).unwrap())
+        .arg("--config")
+        .arg(gw.join("agent.json"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Killed(agent);
+    let out = fleetctl(&data, &["device", "wait", "gw-tls", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let module = dir.path().join("hello.wasm");
+    std::fs::write(&module, fleet_example_jobs::HELLO).unwrap();
+    let out = fleetctl(&data, &["job", "push", module.to_str().unwrap(), "--target", "gw-tls", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = fleetctl(&data, &["job", "results", "--json"]);
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["output"], "hello from gw-tls");
+
+    let wire = seen.lock().unwrap().clone();
+    assert!(wire.len() > 1_000, "the relay saw only {} bytes", wire.len());
+    assert_eq!(wire[0], 0x16, "the first byte is not a TLS handshake record");
+    let find = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(password.as_bytes()), "the device's password crossed the wire in clear");
+    assert!(!find(b"MQTT"), "an MQTT CONNECT crossed the wire in clear");
+    assert!(!find(b"hello from gw-tls"), "the job's output crossed the wire in clear");
+
+    // An agent that trusts another CA (its ca.pem from another controller) never
+    // connects: no fallback to plain MQTT, and serve counts the failed handshakes.
+    let other = dir.path().join("other");
+    let out = fleetctl(&other, &["device", "provision", "x", "--tls", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gw2 = dir.path().join("gw-wrong-ca");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-wrong-ca", "--tls", "--broker", &broker, "--out", gw2.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::copy(other.join("tls/ca.pem"), gw2.join("ca.pem")).unwrap();
+    let log = std::fs::File::create(dir.path().join("wrong-ca.log")).unwrap();
+    let agent = Command::new(binary(FLEET_AGENT).unwrap())
+        .arg("--config")
+        .arg(gw2.join("agent.json"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _agent2 = Killed(agent);
+    let out = fleetctl(&data, &["device", "wait", "gw-wrong-ca", "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(1), "an agent with the wrong CA came online: {}", text(&out.stderr));
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(dir.path().join("wrong-ca.log")).unwrap();
+        if log.contains("certificate") || log.contains("UnknownIssuer") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the agent never said why it cannot connect:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The broker's counters reach the controller's status with its next heartbeat.
+    let started = Instant::now();
+    loop {
+        let out = fleetctl(&data, &["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if status["controller"]["broker_counters"]["tls_handshake_failures"].as_u64().is_some_and(|n| n >= 1) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no failed TLS handshake counted: {status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
