@@ -35,6 +35,19 @@ fn a_new_database_is_migrated_and_reopening_changes_nothing() {
     assert_eq!(mode, "wal");
 }
 
+/// Finding unfinished jobs must not scan every job ever pushed: a job's row holds its
+/// inline module in overflow pages, and the rollout asks on every push and tick.
+#[test]
+fn unfinished_jobs_are_found_through_an_index() {
+    let dir = temp();
+    let path = dir.path().join("fleet.db");
+    drop(Store::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'in_progress'").unwrap();
+    let plan: Vec<String> = stmt.query_map([], |row| row.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+    assert!(plan.iter().any(|step| step.contains("jobs_by_state")), "{plan:?}");
+}
+
 #[test]
 fn a_database_from_a_newer_controller_is_refused() {
     let dir = temp();
