@@ -46,7 +46,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::datadir::DataDir;
 use crate::operate::{self, DeviceFilter, JobFilter, OpError, PushBody};
@@ -178,7 +178,16 @@ struct Shared {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// When each token was last noted as used.
     touched: Mutex<HashMap<String, u64>>,
+    /// Tokens found lately, by hash, and when: a request within [`TOKEN_CACHE_MS`] of
+    /// the lookup skips the database. A revoke through the API drops its entry at once.
+    known: Mutex<HashMap<[u8; 32], (crate::store::TokenRow, u64)>>,
 }
+
+/// How long a token found in the store is trusted without looking again (a revoke made
+/// by another process than this API takes at most this long).
+const TOKEN_CACHE_MS: u64 = 1_000;
+/// Tokens remembered at most.
+const MAX_KNOWN_TOKENS: usize = 10_000;
 
 type AppState = Arc<Shared>;
 
@@ -296,8 +305,26 @@ async fn authorize(state: &AppState, headers: &HeaderMap, peer: SocketAddr, need
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    let now = crate::unix_ms();
     let found = match text.and_then(tokens::token_hash) {
-        Some(hash) => with_store(state, move |store| Ok(store.token_by_hash(&hash)?)).await?,
+        Some(hash) => {
+            let cached = state.known.lock().ok().and_then(|known| {
+                known.get(&hash).filter(|(_, at)| now.saturating_sub(*at) < TOKEN_CACHE_MS).map(|(row, _)| row.clone())
+            });
+            match cached {
+                Some(row) => Some(row),
+                None => {
+                    let row = with_store(state, move |store| Ok(store.token_by_hash(&hash)?)).await?;
+                    if let (Some(row), Ok(mut known)) = (&row, state.known.lock()) {
+                        if known.len() >= MAX_KNOWN_TOKENS {
+                            known.clear();
+                        }
+                        known.insert(hash, (row.clone(), now));
+                    }
+                    row
+                }
+            }
+        }
         None => None,
     };
     let Some(token) = found else {
@@ -619,6 +646,7 @@ async fn push_job(
     })
     .await?;
     state.wake.notify_one();
+    debug!(job = %pushed.job, devices = pushed.devices, "job pushed through the API");
     Ok((StatusCode::CREATED, Json(pushed)))
 }
 
@@ -761,6 +789,9 @@ async fn revoke_token(
         Ok(Revoked { name, revoked })
     })
     .await?;
+    if let Ok(mut known) = state.known.lock() {
+        known.retain(|_, (row, _)| row.name != done.name);
+    }
     Ok(Json(done))
 }
 
@@ -828,6 +859,7 @@ pub fn start(config: &ApiConfig, data: &DataDir, wake: Wake) -> Result<RunningAp
         counters: Counters::default(),
         failures: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashMap::new()),
+        known: Mutex::new(HashMap::new()),
     });
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ApiError::Bind { addr, source })?;
     let task = tokio::spawn(serve(listener, tls.config, shared));
