@@ -191,7 +191,7 @@ pub async fn latency(settings: &Settings, table: &mut Table) -> anyhow::Result<(
         for _ in 0..settings.latency_samples + 1 {
             let started = Instant::now();
             let job = fleet.push_api(fleet_example_jobs::HELLO, &targets).await?;
-            fleet.wait_succeeded(&job, 1, Duration::from_millis(1), Duration::from_secs(30)).await?;
+            fleet.wait_succeeded(&job, 1, Duration::from_micros(100), Duration::from_secs(30)).await?;
             samples.push(started.elapsed().as_secs_f64());
         }
         samples.remove(0); // the first run compiles the module
@@ -201,7 +201,7 @@ pub async fn latency(settings: &Settings, table: &mut Table) -> anyhow::Result<(
     }
     let (p50, p99) = figures[0];
     let conditions = format!(
-        "{} jobs, one device, loopback; each pushed through the operator API (HTTPS, one kept-alive connection), which wakes the rollout at once, until the result is recorded",
+        "{} jobs, one device, loopback; each pushed through the operator API (HTTPS, one kept-alive connection), which wakes the rollout at once, until the result is recorded (seen within 0.1 ms)",
         settings.latency_samples
     );
     match figures.get(1) {

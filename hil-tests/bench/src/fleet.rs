@@ -71,7 +71,12 @@ pub struct BenchFleet {
 impl BenchFleet {
     /// A controller on `broker` with `devices` registered (ids `{tag}-00000`...).
     pub async fn start(broker: BrokerKind, devices: usize, tag: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("fleet-bench-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("fleet-bench-").tempdir()?;
+        if std::env::var_os("FLEET_BENCH_KEEP").is_some() {
+            // For looking into a run afterwards (the controller's log is in it).
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         let data = DataDir::new(dir.path().join("data"));
         let mut store = data.open_or_init()?;
         let identities: Vec<Identity> = (0..devices).map(|n| identity(tag, n)).collect::<anyhow::Result<_>>()?;
@@ -244,7 +249,13 @@ impl BenchFleet {
             if started.elapsed() > guard {
                 bail!("job {job}: {} of {expected} succeeded within {guard:?}: {counts:?}", counts.succeeded);
             }
-            tokio::time::sleep(poll).await;
+            if poll < Duration::from_millis(1) {
+                // Finer than tokio's timer (1 ms ticks): a thread sleep, off the async
+                // workers, so a latency figure is not rounded up by its own polling.
+                tokio::task::block_in_place(|| std::thread::sleep(poll));
+            } else {
+                tokio::time::sleep(poll).await;
+            }
         }
     }
 
