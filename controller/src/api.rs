@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `GET /v1/status` | viewer | the controller's state and counters |
 //! | `GET /v1/devices?selector=&state=&after=&limit=` | viewer | a page of devices |
+//! | `POST /v1/devices` | admin | provision a device: its config (secrets in it, shown once) |
 //! | `GET /v1/devices/{id}` | viewer | one device |
 //! | `PATCH /v1/devices/{id}` `{"labels": {...}}` | admin | change its labels |
 //! | `DELETE /v1/devices/{id}` | admin | decommission: credentials and key revoked, cut off now, history kept |
@@ -424,6 +425,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, Option<Role>, &'static str)>
     vec![
         ("GET", "/v1/status", Some(Role::Viewer), "The controller's state and counters"),
         ("GET", "/v1/devices", Some(Role::Viewer), "A page of devices (selector, state, after, limit)"),
+        ("POST", "/v1/devices", Some(Role::Admin), "Provision a device: its config, with its secrets (shown once)"),
         ("GET", "/v1/devices/{id}", Some(Role::Viewer), "One device"),
         ("PATCH", "/v1/devices/{id}", Some(Role::Admin), "Change a device's labels"),
         (
@@ -510,7 +512,12 @@ fn router(state: AppState) -> Router {
     let needs = |role: Role| axum::middleware::from_fn_with_state((state.clone(), role), guard);
     Router::new()
         .route("/v1/status", get(status).route_layer(needs(Role::Viewer)))
-        .route("/v1/devices", get(list_devices).route_layer(needs(Role::Viewer)))
+        .route(
+            "/v1/devices",
+            get(list_devices)
+                .route_layer(needs(Role::Viewer))
+                .merge(post(provision_device).route_layer(needs(Role::Admin))),
+        )
         .route(
             "/v1/devices/:id",
             get(show_device)
@@ -554,6 +561,36 @@ async fn list_devices(
 ) -> Reply<operate::Page<operate::DeviceView>> {
     let Query(filter) = filter.map_err(bad_query)?;
     Ok(Json(with_store(&state, move |store| Ok(operate::devices(store, &filter)?)).await?))
+}
+
+async fn provision_device(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<operate::ProvisionRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<operate::Provisioned>), Refusal> {
+    let Json(body) = body.map_err(bad_body)?;
+    let tls_dir = state.data.path().join("tls");
+    let provisioned = with_store(&state, move |store| {
+        let config = operate::provision(store, &body, &caller.actor, crate::unix_ms())?;
+        let ca_pem = if body.tls {
+            let ca = crate::tls::ensure_ca(&tls_dir).map_err(|e| {
+                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "see the controller's log")
+            })?;
+            Some(std::fs::read_to_string(&ca).map_err(|e| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{}: {e}", ca.display()),
+                    "see the controller's log",
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(operate::Provisioned { config, ca_pem })
+    })
+    .await?;
+    state.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(provisioned)))
 }
 
 async fn show_device(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> Reply<operate::DeviceView> {

@@ -603,6 +603,129 @@ pub fn jobs(store: &Store) -> OpResult<Vec<JobView>> {
     Ok(views)
 }
 
+/// A device to provision (`POST /v1/devices`, `fleetctl device provision`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    /// Its id.
+    pub id: DeviceId,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Gateway or microcontroller.
+    pub kind: DeviceKind,
+    /// The broker's host, as the device reaches it.
+    pub broker_host: String,
+    /// The broker's port.
+    pub broker_port: u16,
+    /// MQTT over TLS (gateways only).
+    #[serde(default)]
+    pub tls: bool,
+    /// The device exists (reinstalled, replaced, removed): new credentials and key, the
+    /// old ones revoked, its history kept.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// What provisioning hands back: the device's config (`agent.json`, its secrets in it:
+/// shown once, never stored by the controller) and, with TLS, the CA it must trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// The config.
+    pub config: fleet_schemas::provision::DeviceConfig,
+    /// The controller's CA (PEM), for `ca.pem` beside `agent.json`.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+}
+
+/// The config page of the QEMU `mps2-an386` board (`firmware-sdk`'s `LAYOUT`): the
+/// first 4 KiB erase page of its flash holds a microcontroller's config block.
+pub const CONFIG_PAGE_BYTES: usize = 4096;
+
+/// Registers a device (or gives an existing one new credentials) and returns its config.
+pub fn provision(
+    store: &mut Store,
+    request: &ProvisionRequest,
+    actor: &str,
+    now_ms: u64,
+) -> OpResult<fleet_schemas::provision::DeviceConfig> {
+    use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
+    let id = &request.id;
+    if request.tls && request.kind == DeviceKind::Mcu {
+        return Err(OpError::invalid(
+            "--tls is for gateways: the microcontroller firmware speaks plain MQTT",
+            "keep a board on a private link to the broker (its serial line, or a gateway's network), see the firmware README",
+        ));
+    }
+    if request.broker_host.is_empty() {
+        return Err(OpError::invalid("no broker host", "for example --broker 10.0.0.5:1883"));
+    }
+    match (store.device(id.as_str())?.is_some(), request.replace) {
+        (true, false) => {
+            return Err(OpError::Conflict {
+                message: format!("device {id} is already provisioned"),
+                help: Some(format!(
+                    "pick another id; or, for that device reinstalled or replaced, `fleetctl device provision {id} --replace --out DIR` \
+                     (its old credentials are revoked); or `fleetctl device remove {id}`"
+                )),
+            });
+        }
+        (false, true) => {
+            return Err(OpError::NotFound {
+                message: format!("there is no device {id} to replace"),
+                help: Some("leave out --replace to provision a new device".into()),
+            });
+        }
+        _ => {}
+    }
+    let random = |_: ()| crate::random_32().map_err(|e| OpError::Store(StoreError::Sign(e.to_string())));
+    let device_seed = random(())?;
+    let device_key = fleet_schemas::SigningKey::from_bytes(&device_seed);
+    let password = hex::encode(random(())?);
+    let salt = random(())?;
+    let root = store.root_key()?.ok_or_else(|| OpError::Store(StoreError::Corrupt("no root key".into())))?;
+    let job_keys: Vec<fleet_schemas::TrustedKey> = store
+        .trusted_job_keys()?
+        .iter()
+        .map(|k| fleet_schemas::TrustedKey { key_id: k.key_id, public_key: k.public_key })
+        .collect();
+    let config = DeviceConfig {
+        version: CONFIG_VERSION,
+        device_id: id.clone(),
+        device_key: SecretSeed(fleet_schemas::Digest(device_seed)),
+        root_key: root.public_key,
+        job_keys,
+        broker: BrokerEndpoint { host: request.broker_host.clone(), port: request.broker_port, tls: request.tls },
+        username: id.to_string(),
+        password: password.clone(),
+        topic_prefix: fleet_schemas::topics::DEFAULT_PREFIX.to_string(),
+        runtime: request.kind.runtime(),
+        labels: request.labels.clone(),
+    };
+    if request.kind == DeviceKind::Mcu {
+        let block = config_block(&config).map_err(|e| OpError::invalid_plain(format!("the config block: {e:?}")))?;
+        if block.len() > CONFIG_PAGE_BYTES {
+            return Err(OpError::invalid(
+                format!("the config block is {} bytes; the board's config page holds {CONFIG_PAGE_BYTES}", block.len()),
+                "use fewer or shorter labels",
+            ));
+        }
+    }
+    let device = crate::store::NewDevice {
+        id: id.clone(),
+        kind: request.kind,
+        labels: request.labels.clone(),
+        public_key: fleet_schemas::signed::public_key_of(&device_key).1,
+        password_hash: crate::auth::password_hash(password.as_bytes()),
+        mosquitto_hash: crate::acl::mosquitto_hash(&password, &salt[..12]),
+    };
+    if request.replace {
+        store.replace_device(&device, actor, now_ms)?;
+    } else {
+        store.insert_device(&device, actor, now_ms)?;
+    }
+    Ok(config)
+}
+
 /// Which jobs a list returns, and which page of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFilter {

@@ -1,7 +1,9 @@
-//! MQTT over TLS with the real binaries: a `fleet-agent` provisioned with `--tls`
-//! reaches `fleetctl serve`'s TLS port through a relay that records every byte, runs a
-//! job pushed over the HTTPS API, and the device's password never crosses the wire in
-//! clear. An agent holding another CA never connects and never falls back to plain MQTT.
+//! TLS on every link with the real binaries: a `fleetctl` with only its own profile (no
+//! access to the data directory) provisions a gateway over the HTTPS API; the
+//! `fleet-agent` reaches `fleetctl serve`'s MQTT-over-TLS port through a relay that
+//! records every byte; a job pushed over HTTPS runs and its result comes back, and the
+//! device's password never crosses the wire in clear. An agent holding another CA never
+//! connects and never falls back to plain MQTT; a job for it is canceled over HTTPS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -91,12 +93,30 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
     };
     let (relay, seen) = recording_relay(tls_addr);
 
+    // The operator's laptop: a token from the server's admin, the server's CA, a profile.
+    let out = fleetctl(&data, &["token", "create", "laptop", "--role", "admin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout);
+    let laptop = dir.path().join("laptop");
+    std::fs::create_dir_all(&laptop).unwrap();
+    std::fs::copy(data.join("tls/ca.pem"), laptop.join("server-ca.pem")).unwrap();
+    let lock = std::fs::read_to_string(data.join("serve.lock")).unwrap();
+    let url = serde_json::from_str::<serde_json::Value>(&lock).unwrap()["api"].as_str().unwrap().to_string();
+    let remote = |args: &[&str]| -> Output {
+        Command::new(binary(FLEETCTL).unwrap())
+            .current_dir(&laptop)
+            .env("FLEET_CONFIG_DIR", laptop.join("config"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&["login", &url, "--token", &token, "--ca", "server-ca.pem"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     let gw = dir.path().join("gw-tls");
     let broker = relay.to_string();
-    let out = fleetctl(
-        &data,
-        &["device", "provision", "gw-tls", "--tls", "--broker", &broker, "--out", gw.to_str().unwrap()],
-    );
+    let out = remote(&["device", "provision", "gw-tls", "--tls", "--broker", &broker, "--out", gw.to_str().unwrap()]);
+    assert!(!laptop.join("fleet-data").exists(), "the laptop's fleetctl made a data directory");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(gw.join("ca.pem").is_file());
     let config: serde_json::Value =
@@ -118,9 +138,9 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
 
     let module = dir.path().join("hello.wasm");
     std::fs::write(&module, fleet_example_jobs::HELLO).unwrap();
-    let out = fleetctl(&data, &["job", "push", module.to_str().unwrap(), "--target", "gw-tls", "--wait"]);
+    let out = remote(&["job", "push", module.to_str().unwrap(), "--target", "gw-tls", "--wait"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = fleetctl(&data, &["job", "results", "--json"]);
+    let out = remote(&["job", "results", "--json"]);
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(results[0]["output"], "hello from gw-tls");
 
@@ -156,6 +176,15 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
     let _agent2 = Killed(agent);
     let out = fleetctl(&data, &["device", "wait", "gw-wrong-ca", "--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(1), "an agent with the wrong CA came online: {}", text(&out.stderr));
+    // A job for it waits; the laptop cancels it over HTTPS.
+    let out = remote(&["job", "push", module.to_str().unwrap(), "--target", "gw-wrong-ca"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job = text(&out.stdout);
+    let out = remote(&["job", "cancel", &job]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = remote(&["job", "status", &job, "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "a canceled job is not a success: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("canceled"), "{}", text(&out.stderr));
     let started = Instant::now();
     loop {
         let log = std::fs::read_to_string(dir.path().join("wrong-ca.log")).unwrap();

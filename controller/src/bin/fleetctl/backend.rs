@@ -418,6 +418,27 @@ impl Backend {
         }
     }
 
+    /// Provisions a device: its config (and, with TLS, the CA it trusts).
+    pub fn provision(&self, request: &operate::ProvisionRequest) -> anyhow::Result<operate::Provisioned> {
+        match self {
+            Backend::Remote(remote) => remote.post("/v1/devices", request),
+            Backend::Local { dir, .. } => {
+                let dir = dir.clone();
+                self.local(true, |store| {
+                    let config =
+                        operate::provision(store, request, &actor(), fleet_controller::unix_ms()).map_err(op)?;
+                    let ca_pem = if request.tls {
+                        let ca = fleet_controller::tls::ensure_ca(&dir.join("tls"))?;
+                        Some(std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?)
+                    } else {
+                        None
+                    };
+                    Ok(operate::Provisioned { config, ca_pem })
+                })
+            }
+        }
+    }
+
     /// Changes a device's labels.
     pub fn relabel(&self, id: &str, labels: &Labels) -> anyhow::Result<DeviceView> {
         match self {

@@ -6,21 +6,17 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use fleet_controller::acl::mosquitto_hash;
-use fleet_controller::auth::password_hash;
-use fleet_controller::datadir::{DataDir, create_private_dir, write_secret};
+use fleet_controller::datadir::{create_private_dir, write_secret};
 use fleet_controller::model::{DeviceKind, format_labels, parse_labels};
-use fleet_controller::operate::{DeviceFilter, DeviceView};
-use fleet_controller::store::{DeviceStore, NewDevice};
-use fleet_controller::{random_32, unix_ms};
-use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
-use fleet_schemas::signed::public_key_of;
-use fleet_schemas::topics::DEFAULT_PREFIX;
-use fleet_schemas::{DeviceId, Digest, SigningKey, TrustedKey};
+use fleet_controller::operate::{DeviceFilter, DeviceView, ProvisionRequest};
+use fleet_controller::store::DeviceStore;
+use fleet_controller::unix_ms;
+use fleet_schemas::DeviceId;
+use fleet_schemas::provision::{DeviceConfig, config_block};
 
 use crate::backend::Backend;
 use crate::fmt::{Table, age};
-use crate::{Outcome, UsageError, actor};
+use crate::{Outcome, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
@@ -105,20 +101,11 @@ pub enum DeviceCommand {
     },
 }
 
-pub fn run(data_dir: &Path, backend: impl FnOnce() -> anyhow::Result<Backend>, command: DeviceCommand) -> Outcome {
+pub fn run(backend: impl FnOnce() -> anyhow::Result<Backend>, command: DeviceCommand) -> Outcome {
     match command {
         DeviceCommand::Provision { id, labels, kind, out, broker, tls, firmware, replace } => {
-            if let Backend::Remote(remote) = backend()?
-                && DataDir::new(data_dir).serving().is_none()
-            {
-                return Err(UsageError::new(
-                    format!("provisioning through {} is not served by its API yet", remote.base()),
-                    "run `fleetctl device provision` on the controller's machine (it writes the device's secret key into --out)",
-                )
-                .into());
-            }
             let broker = broker.unwrap_or_else(|| if tls { "127.0.0.1:8883" } else { "127.0.0.1:1883" }.to_string());
-            provision(data_dir, &id, &labels, &kind, &out, (&broker, tls), firmware.as_deref(), replace)
+            provision(&backend()?, &id, &labels, &kind, &out, (&broker, tls), firmware.as_deref(), replace)
         }
         DeviceCommand::Remove { id } => remove(&backend()?, &id),
         DeviceCommand::Wait { ids, timeout } => wait(&backend()?, &ids, timeout),
@@ -132,7 +119,7 @@ pub fn run(data_dir: &Path, backend: impl FnOnce() -> anyhow::Result<Backend>, c
 
 #[allow(clippy::too_many_arguments)]
 fn provision(
-    data_dir: &Path,
+    backend: &Backend,
     id: &str,
     labels: &str,
     kind: &str,
@@ -145,13 +132,6 @@ fn provision(
     let labels =
         parse_labels(labels).map_err(|e| UsageError::new(e.0, "labels look like --labels site=plant-3,role=gw"))?;
     let kind: DeviceKind = kind.parse().map_err(|e: fleet_controller::model::ParseError| UsageError::plain(e.0))?;
-    if tls && kind == DeviceKind::Mcu {
-        return Err(UsageError::new(
-            "--tls is for gateways: the microcontroller firmware speaks plain MQTT",
-            "keep a board on a private link to the broker (its serial line, or a gateway's network), see the firmware README",
-        )
-        .into());
-    }
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
@@ -185,120 +165,31 @@ fn provision(
         .into());
     }
 
-    let data = DataDir::new(data_dir);
-    let mut store = data.open_or_init()?;
-    match (store.device(id.as_str())?.is_some(), replace) {
-        (true, false) => {
-            return Err(UsageError::new(
-                format!("device {id} is already provisioned"),
-                format!(
-                    "pick another id; or, for that device reinstalled or replaced, `fleetctl device provision {id} --replace --out DIR` \
-                     (its old credentials are revoked); or `fleetctl device remove {id}`"
-                ),
-            )
-            .into());
-        }
-        (false, true) => {
-            return Err(UsageError::new(
-                format!("there is no device {id} to replace"),
-                "leave out --replace to provision a new device",
-            )
-            .into());
-        }
-        _ => {}
-    }
+    let request =
+        ProvisionRequest { id: id.clone(), labels, kind, broker_host: host.clone(), broker_port: port, tls, replace };
+    // Registered first (the controller makes the keys and keeps only the public one and a
+    // password hash); if the files cannot be written after, `--replace` gives the device
+    // new credentials.
+    let provisioned = backend.provision(&request)?;
+    let config = provisioned.config;
     if replace {
-        for name in ["agent.json", "agent.postcard", "config-block.bin", QEMU_FLASH_FILE, "flash.sh", FIRMWARE_FILE] {
+        for name in
+            ["agent.json", "agent.postcard", "config-block.bin", QEMU_FLASH_FILE, "flash.sh", FIRMWARE_FILE, "ca.pem"]
+        {
             let _ = std::fs::remove_file(out.join(name));
         }
     }
-    let device_seed = random_32()?;
-    let device_key = SigningKey::from_bytes(&device_seed);
-    let password = hex::encode(random_32()?);
-    let salt = &random_32()?[..12];
-    let root = store.root_key()?.context("the data directory has no root key")?;
-    let job_keys: Vec<TrustedKey> =
-        store.trusted_job_keys()?.iter().map(|k| TrustedKey { key_id: k.key_id, public_key: k.public_key }).collect();
-    let config = DeviceConfig {
-        version: CONFIG_VERSION,
-        device_id: id.clone(),
-        device_key: SecretSeed(Digest(device_seed)),
-        root_key: root.public_key,
-        job_keys,
-        broker: BrokerEndpoint { host: host.clone(), port, tls },
-        username: id.to_string(),
-        password: password.clone(),
-        topic_prefix: DEFAULT_PREFIX.to_string(),
-        runtime: kind.runtime(),
-        labels: labels.clone(),
-    };
-
-    // The file first: if registering fails, the file goes; a registered device without
-    // its file could never connect.
-    create_private_dir(out)?;
-    let json = serde_json::to_string_pretty(&config)?;
-    write_secret(&config_path, &json)?;
-    let mut written = vec![config_path.clone()];
-    if tls {
-        let ca = fleet_controller::tls::ensure_ca(&data_dir.join("tls"))?;
-        let target = out.join("ca.pem");
-        std::fs::copy(&ca, &target).with_context(|| format!("copying {} to {}", ca.display(), target.display()))?;
-        written.push(target);
-    }
-    if kind == DeviceKind::Mcu {
-        let block = config_block(&config).context("encoding the config block")?;
-        if block.len() > CONFIG_PAGE_BYTES {
-            return Err(UsageError::new(
-                format!("the config block is {} bytes; the board's config page holds {CONFIG_PAGE_BYTES}", block.len()),
-                "use fewer or shorter labels",
-            )
-            .into());
-        }
-        let mut flash = vec![0xffu8; QEMU_FLASH_BYTES];
-        flash[..block.len()].copy_from_slice(&block);
-        let files: [(&str, Vec<u8>, u32); 4] = [
-            ("agent.postcard", postcard::to_allocvec(&config)?, 0o600),
-            ("config-block.bin", block, 0o600),
-            (QEMU_FLASH_FILE, flash, 0o600),
-            ("flash.sh", flash_script(&id, &host, port).into_bytes(), 0o700),
-        ];
-        let image = firmware.map(|image| (FIRMWARE_FILE, image, 0o644));
-        for (name, bytes, mode) in files.into_iter().chain(image) {
-            let path = out.join(name);
-            write_with_mode(&path, &bytes, mode).with_context(|| format!("writing {}", path.display()))?;
-            written.push(path);
-        }
-    }
-    let device = NewDevice {
-        id: id.clone(),
-        kind,
-        labels,
-        public_key: public_key_of(&device_key).1,
-        password_hash: password_hash(password.as_bytes()),
-        mosquitto_hash: mosquitto_hash(&password, salt),
-    };
-    let registered = if replace {
-        store.replace_device(&device, &actor(), unix_ms())
-    } else {
-        store.insert_device(&device, &actor(), unix_ms())
-    };
-    if let Err(error) = registered {
-        for path in &written {
-            let _ = std::fs::remove_file(path);
-        }
-        return Err(error.into());
-    }
+    let written = write_device_files(out, &config, provisioned.ca_pem.as_deref(), firmware, (&host, port))
+        .with_context(|| {
+            format!("{id} is provisioned, but its files could not be written; fix that and run again with --replace")
+        })?;
     for path in &written {
         eprintln!("wrote {}", path.display());
     }
     if replace {
         eprintln!(
             "{id}: new credentials and key; the old ones are revoked{}",
-            if DataDir::new(data_dir).serving().is_some() {
-                " (the running serve cuts off its connection)"
-            } else {
-                ""
-            }
+            if backend.is_remote() { " (the running serve cuts off its connection)" } else { "" }
         );
     }
     if kind == DeviceKind::Mcu {
@@ -314,9 +205,46 @@ fn provision(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The config page of the QEMU `mps2-an386` board (`firmware-sdk`'s `LAYOUT`): the
-/// first 4 KiB erase page of its flash.
-const CONFIG_PAGE_BYTES: usize = 4096;
+/// Writes what a device needs into `out`: `agent.json` (0600), with TLS its `ca.pem`,
+/// and for a microcontroller what is flashed (the config block, a QEMU flash image,
+/// `flash.sh`, and the firmware when given). Returns the files written.
+fn write_device_files(
+    out: &Path,
+    config: &DeviceConfig,
+    ca_pem: Option<&str>,
+    firmware: Option<Vec<u8>>,
+    (host, port): (&str, u16),
+) -> anyhow::Result<Vec<PathBuf>> {
+    create_private_dir(out)?;
+    let config_path = out.join("agent.json");
+    write_secret(&config_path, &serde_json::to_string_pretty(config)?)?;
+    let mut written = vec![config_path];
+    if let Some(ca) = ca_pem {
+        let path = out.join("ca.pem");
+        std::fs::write(&path, ca).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    if config.runtime == DeviceKind::Mcu.runtime() {
+        let block = config_block(config).context("encoding the config block")?;
+        let mut flash = vec![0xffu8; QEMU_FLASH_BYTES];
+        let page = flash.get_mut(..block.len()).context("the config block does not fit the flash")?;
+        page.copy_from_slice(&block);
+        let files: [(&str, Vec<u8>, u32); 4] = [
+            ("agent.postcard", postcard::to_allocvec(config)?, 0o600),
+            ("config-block.bin", block, 0o600),
+            (QEMU_FLASH_FILE, flash, 0o600),
+            ("flash.sh", flash_script(&config.device_id, host, port).into_bytes(), 0o700),
+        ];
+        let image = firmware.map(|image| (FIRMWARE_FILE, image, 0o644));
+        for (name, bytes, mode) in files.into_iter().chain(image) {
+            let path = out.join(name);
+            write_with_mode(&path, &bytes, mode).with_context(|| format!("writing {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
 /// The board's flash: the config page and 63 store pages. QEMU has no flash at that
 /// address, so the firmware keeps it in a host file through semihosting.
 const QEMU_FLASH_BYTES: usize = 64 * 4096;

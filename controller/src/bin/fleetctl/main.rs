@@ -122,7 +122,7 @@ fn main() -> ExitCode {
     let backend = || backend::Backend::resolve(&cli.data_dir, &cli.server);
     let result = match cli.command {
         Command::Serve(args) => misc::serve(&cli.data_dir, args),
-        Command::Device(command) => device::run(&cli.data_dir, backend, command),
+        Command::Device(command) => device::run(backend, command),
         Command::Job(command) => backend().and_then(|b| job::run(&b, command)),
         Command::Watch(args) => backend().and_then(|b| misc::watch(&b, args)),
         Command::Status(flag) => backend().and_then(|b| misc::status(&b, flag.json)),
