@@ -21,6 +21,7 @@
 //! | `POST /v1/jobs/{id}/cancel` | operator | cancel it |
 //! | `GET /v1/audit?limit=` | viewer | the audit log, newest first |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/{name}` | admin | API tokens |
+//! | `GET /v1/events` | viewer | a live stream (server-sent events): `device` and `job` documents as they change, `sync` after each batch |
 //! | `GET /metrics` | viewer | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /v1/openapi.json` | none | the API's description, made from [`routes`] |
 //!
@@ -182,7 +183,16 @@ struct Shared {
     /// Tokens found lately, by hash, and when: a request within [`TOKEN_CACHE_MS`] of
     /// the lookup skips the database. A revoke through the API drops its entry at once.
     known: Mutex<HashMap<[u8; 32], (crate::store::TokenRow, u64)>>,
+    /// Live streams open at once, at most [`MAX_STREAMS`].
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Live streams served at once.
+const MAX_STREAMS: usize = 16;
+/// How often a live stream looks for changes.
+const STREAM_EVERY: Duration = Duration::from_millis(250);
+/// Jobs a live stream follows: the newest.
+const STREAM_JOBS: usize = 100;
 
 /// How long a token found in the store is trusted without looking again (a revoke made
 /// by another process than this API takes at most this long).
@@ -443,6 +453,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, Option<Role>, &'static str)>
         ("GET", "/v1/tokens", Some(Role::Admin), "API tokens"),
         ("POST", "/v1/tokens", Some(Role::Admin), "Make an API token (its text is shown once)"),
         ("DELETE", "/v1/tokens/{name}", Some(Role::Admin), "Revoke an API token"),
+        ("GET", "/v1/events", Some(Role::Viewer), "Live changes as server-sent events: `device` and `job` documents"),
         ("GET", "/metrics", Some(Role::Viewer), "Prometheus metrics (text exposition format)"),
         ("GET", "/v1/openapi.json", None, "This document"),
     ]
@@ -534,6 +545,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit).route_layer(needs(Role::Viewer)))
         .route("/v1/tokens", get(list_tokens).post(create_token).route_layer(needs(Role::Admin)))
         .route("/v1/tokens/:name", delete(revoke_token).route_layer(needs(Role::Admin)))
+        .route("/v1/events", get(live).route_layer(needs(Role::Viewer)))
         .route("/metrics", get(metrics).route_layer(needs(Role::Viewer)))
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async {
@@ -544,6 +556,86 @@ fn router(state: AppState) -> Router {
 }
 
 type Peer = ConnectInfo<SocketAddr>;
+
+/// `GET /v1/events`: every device and the newest jobs first, then each one again
+/// whenever it changes (a `device` event with the device's document, a `job` event with
+/// the job's; a `sync` event closes each batch of changes), until the client leaves. Looked for every 250 ms, only when the store
+/// changed; a comment every 15 s keeps proxies from closing a quiet stream.
+async fn live(
+    State(state): State<AppState>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl tokio_stream::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    Refusal,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live streams open",
+            "close one, or poll the lists instead",
+        )
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    let shared = state.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut devices: HashMap<String, String> = HashMap::new();
+        let mut jobs: HashMap<String, String> = HashMap::new();
+        let mut version = None;
+        loop {
+            let seen = version;
+            let snapshot = with_store(&shared, move |store| {
+                let now = store.data_version()?;
+                if seen == Some(now) {
+                    return Ok(None);
+                }
+                let devices = operate::devices(store, &DeviceFilter::default())?;
+                let jobs = operate::jobs_page(store, &JobFilter { limit: Some(STREAM_JOBS), ..JobFilter::default() })?;
+                Ok(Some((now, devices.items, jobs.items)))
+            })
+            .await;
+            match snapshot {
+                Ok(Some((now, device_views, job_views))) => {
+                    version = Some(now);
+                    let mut changed = Vec::new();
+                    for device in device_views {
+                        let json = serde_json::to_string(&device).unwrap_or_default();
+                        if devices.get(&device.id) != Some(&json) {
+                            changed.push(Event::default().event("device").data(&json));
+                            devices.insert(device.id, json);
+                        }
+                    }
+                    for job in job_views {
+                        let json = serde_json::to_string(&job).unwrap_or_default();
+                        if jobs.get(&job.id) != Some(&json) {
+                            changed.push(Event::default().event("job").data(&json));
+                            jobs.insert(job.id, json);
+                        }
+                    }
+                    if !changed.is_empty() {
+                        // The end of one consistent batch: a client redraws here.
+                        changed.push(Event::default().event("sync").data(crate::unix_ms().to_string()));
+                    }
+                    for event in changed {
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(STREAM_EVERY).await;
+        }
+    });
+    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, Refusal> {
     let text = with_store(&state, |store| Ok(crate::metrics::render(store)?)).await?;
@@ -897,6 +989,7 @@ pub fn start(config: &ApiConfig, data: &DataDir, wake: Wake) -> Result<RunningAp
         failures: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashMap::new()),
         known: Mutex::new(HashMap::new()),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ApiError::Bind { addr, source })?;
     let task = tokio::spawn(serve(listener, tls.config, shared));

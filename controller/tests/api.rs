@@ -360,3 +360,86 @@ fn the_openapi_document_names_every_route_the_api_serves() {
     let (status, body) = call(&http, "GET", &format!("{}/v1/nothing-here", serve.url), None, None);
     assert_eq!(status, 404, "{body}");
 }
+
+#[test]
+fn the_live_stream_sends_every_device_then_each_change() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out_dir = dir.path().join("gw-1");
+    assert!(
+        fleetctl(&data, &["device", "provision", "gw-1", "--out", out_dir.to_str().unwrap()], &[]).status.success()
+    );
+    let serve = serve(&data);
+    let viewer = create_token(&data, "live", "viewer");
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(&serve.ca).unwrap()).unwrap();
+    let streaming = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(cert)
+        .timeout(None)
+        .build()
+        .unwrap();
+    let response = streaming.get(format!("{}/v1/events", serve.url)).bearer_auth(&viewer).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut lines = std::io::BufReader::new(response).lines();
+    // Reads events until `want` says stop: (event name, data).
+    let mut next_event = || -> (String, String) {
+        let (mut event, mut data) = (String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.is_empty() && !data.is_empty() {
+                return (event, data);
+            }
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_string();
+            } else if let Some(text) = line.strip_prefix("data:") {
+                data.push_str(text.trim_start());
+            }
+        }
+        panic!("the stream ended");
+    };
+    let (event, body) = next_event();
+    assert_eq!(event, "device");
+    let device: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(device["id"], "gw-1");
+    assert_eq!(next_event().0, "sync");
+
+    // A change made elsewhere (an admin relabels the device) arrives as an event.
+    let out = fleetctl(&data, &["device", "labels", "gw-1", "site=moved"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (event, body) = next_event();
+    assert_eq!(event, "device", "{body}");
+    let device: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(device["labels"]["site"], "moved");
+    drop(serve);
+}
+
+/// `watch` with a serve running follows its live stream: plain screens in a pipe, drawn
+/// when the controller says something changed.
+#[test]
+fn watch_follows_the_live_stream() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out_dir = dir.path().join("gw-1");
+    assert!(
+        fleetctl(&data, &["device", "provision", "gw-1", "--out", out_dir.to_str().unwrap()], &[]).status.success()
+    );
+    let _serve = serve(&data);
+    let mut watch =
+        Command::new(FLEETCTL).arg("--data-dir").arg(&data).arg("watch").stdout(Stdio::piped()).spawn().unwrap();
+    let mut screen = String::new();
+    for line in std::io::BufReader::new(watch.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        screen.push_str(&line);
+        screen.push('\n');
+        if line.contains("JOB") {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(screen.contains("(live)") && screen.contains("gw-1"), "{screen}");
+    assert!(!screen.contains('\u{1b}'), "escape codes in a pipe: {screen:?}");
+}

@@ -93,6 +93,16 @@ pub struct Remote {
     /// Sent for the local token: who is acting, for the audit log.
     actor: Option<String>,
     http: reqwest::blocking::Client,
+    /// The same, without the request timeout: for the live stream, which never ends.
+    streaming: reqwest::blocking::Client,
+}
+
+/// One server-sent event: its name and its data.
+pub struct LiveEvent {
+    /// `device` or `job`.
+    pub event: String,
+    /// The document, JSON.
+    pub data: String,
 }
 
 impl Remote {
@@ -107,12 +117,7 @@ impl Remote {
             )
             .into());
         }
-        let mut builder = reqwest::blocking::Client::builder()
-            .tls_built_in_root_certs(false)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .tcp_nodelay(true);
-        match ca {
+        let certs = match ca {
             Some(ca) => {
                 let pem = std::fs::read(ca).map_err(|e| {
                     UsageError::new(
@@ -120,12 +125,9 @@ impl Remote {
                         "give --ca FILE (or FLEET_CA)",
                     )
                 })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     UsageError::new(format!("{} holds no PEM certificate: {e}", ca.display()), "give the CA's PEM file")
-                })?;
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
+                })?
             }
             None => {
                 return Err(UsageError::new(
@@ -134,9 +136,22 @@ impl Remote {
                 )
                 .into());
             }
-        }
-        let http = builder.build().context("cannot set up the HTTPS client")?;
-        Ok(Self { base, token, actor, http })
+        };
+        // Only the roots given: the controller's certificate must chain to its CA.
+        let client = |timeout: Option<Duration>| {
+            let mut builder = reqwest::blocking::Client::builder()
+                .tls_built_in_root_certs(false)
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(timeout)
+                .tcp_nodelay(true);
+            for cert in &certs {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build().context("cannot set up the HTTPS client")
+        };
+        let http = client(Some(Duration::from_secs(120)))?;
+        let streaming = client(None)?;
+        Ok(Self { base, token, actor, http, streaming })
     }
 
     fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<T> {
@@ -190,6 +205,52 @@ impl Remote {
     /// The URL it talks to.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Follows the live stream (`GET /v1/events`), calling `each` for every event until
+    /// it returns false or the stream ends.
+    pub fn follow(&self, mut each: impl FnMut(LiveEvent) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+        use std::io::BufRead as _;
+        let response = self
+            .streaming
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| anyhow::anyhow!("cannot reach the controller at {}: {e}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&body) {
+                Ok(ErrorBody { error }) => match error.help {
+                    Some(help) => UsageError::new(error.message, help).into(),
+                    None => UsageError::plain(error.message).into(),
+                },
+                Err(_) => anyhow::anyhow!("the controller answered {status}: {body}"),
+            });
+        }
+        let mut event = String::new();
+        let mut data = String::new();
+        for line in std::io::BufReader::new(response).lines() {
+            let line = line.context("reading the live stream")?;
+            if line.is_empty() {
+                if !data.is_empty()
+                    && !each(LiveEvent { event: std::mem::take(&mut event), data: std::mem::take(&mut data) })?
+                {
+                    return Ok(());
+                }
+                event.clear();
+                continue;
+            }
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_string();
+            } else if let Some(text) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(text.strip_prefix(' ').unwrap_or(text));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -129,6 +129,9 @@ pub struct WatchArgs {
 /// A live view: on a terminal the screen is redrawn in place; into a pipe or a file it
 /// is printed again, as plain text without escape codes, only when it changed.
 pub fn watch(backend: &Backend, args: WatchArgs) -> Outcome {
+    if let (Backend::Remote(remote), false) = (backend, args.once) {
+        return watch_live(backend, remote);
+    }
     use std::io::IsTerminal as _;
     let terminal = std::io::stdout().is_terminal();
     let mut last = String::new();
@@ -163,6 +166,52 @@ pub fn watch(backend: &Backend, args: WatchArgs) -> Outcome {
         }
         std::thread::sleep(args.interval);
     }
+}
+
+/// `watch` on the API's live stream: the screen is drawn again after each batch of
+/// changes the controller sends, not on a timer.
+fn watch_live(backend: &Backend, remote: &Remote) -> Outcome {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
+    let controller = if backend.status()?.running { "running" } else { "NOT running" };
+    let mut devices: std::collections::BTreeMap<String, fleet_controller::operate::DeviceView> = Default::default();
+    let mut jobs: std::collections::HashMap<String, fleet_controller::operate::JobView> = Default::default();
+    remote.follow(|event| {
+        match event.event.as_str() {
+            "device" => {
+                let device: fleet_controller::operate::DeviceView = serde_json::from_str(&event.data)?;
+                devices.insert(device.id.clone(), device);
+            }
+            "job" => {
+                let job: fleet_controller::operate::JobView = serde_json::from_str(&event.data)?;
+                jobs.insert(job.id.clone(), job);
+            }
+            "sync" => {
+                let now = unix_ms();
+                let mut newest: Vec<_> = jobs.values().cloned().collect();
+                newest.sort_by_key(|job| std::cmp::Reverse(job.created_at_ms));
+                newest.truncate(20);
+                let devices: Vec<_> = devices.values().cloned().collect();
+                let screen = format!(
+                    "fleet in {}: controller {controller} (live)\n\n{}\n{}",
+                    backend.describe(),
+                    devices_table(&devices, now).render(),
+                    jobs_table(&newest, now).render()
+                );
+                if terminal {
+                    print!("\x1b[2J\x1b[H{screen}");
+                } else {
+                    println!("--- {} s since the epoch", now / 1000);
+                    print!("{screen}");
+                }
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn status(backend: &Backend, json: bool) -> Outcome {
