@@ -91,24 +91,33 @@ pub enum BrokerChoice {
 impl BrokerChoice {
     /// Parses `mqtt://host:port` (or `host:port`; port 1883 if absent).
     pub fn parse_url(url: &str) -> Result<Self, String> {
-        let rest = match url.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => rest,
+        Self::parse_url_tls(url).map(|(choice, _)| choice)
+    }
+
+    /// Parses `mqtt://host:port` or `mqtts://host:port` (MQTT over TLS, port 8883 if
+    /// absent): the broker, and whether TLS was asked for.
+    pub fn parse_url_tls(url: &str) -> Result<(Self, bool), String> {
+        let (rest, tls) = match url.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => (rest, false),
+            Some(("mqtts" | "ssl" | "tls", rest)) => (rest, true),
             Some((scheme, _)) => {
-                return Err(format!("unsupported broker scheme `{scheme}://`: only mqtt:// (plain TCP) is supported"));
+                return Err(format!(
+                    "unsupported broker scheme `{scheme}://`: mqtt:// (plain TCP) or mqtts:// (MQTT over TLS)"
+                ));
             }
-            None => url,
+            None => (url, false),
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
                 (host, port.parse::<u16>().map_err(|_| format!("`{port}` in `{url}` is not a port number"))?)
             }
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("`{url}` names no host; expected mqtt://HOST:PORT"));
         }
-        Ok(BrokerChoice::External { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port })
+        Ok((BrokerChoice::External { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port }, tls))
     }
 }
 
@@ -128,6 +137,10 @@ pub struct ServeConfig {
     pub mqtt_tls: Option<SocketAddr>,
     /// Host names devices and clients use to reach this controller, for its certificates.
     pub names: Vec<String>,
+    /// With an external broker: connect to it over TLS, trusting the CA (PEM) in this
+    /// file (the controller's own, `DATA/tls/ca.pem`, when the broker's certificate came
+    /// from `fleetctl broker acl`).
+    pub broker_tls: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -141,6 +154,7 @@ impl ServeConfig {
             api: None,
             mqtt_tls: None,
             names: Vec::new(),
+            broker_tls: None,
         }
     }
 }
@@ -360,6 +374,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
             QoS::AtLeastOnce,
             true,
         ));
+    if let (None, Some(ca)) = (&broker, &config.broker_tls) {
+        // Checked against that CA and the broker's host name; never a plain fallback.
+        let tls = crate::tls::client_config(ca)?;
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
     // Envelopes and acks are small packets: without TCP_NODELAY each can wait on
     // Nagle's algorithm and the broker's delayed ACK, about 40 ms per hop.

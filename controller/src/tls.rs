@@ -127,6 +127,22 @@ pub fn broker_from_own_ca(tls_dir: &Path, names: &[String]) -> Result<Arc<rustls
     server_config(chain, private, false)
 }
 
+/// A certificate for another broker (mosquitto) from the controller's CA, as PEM files:
+/// `cert` holds the chain (the broker's certificate, then the CA), `key` its private key
+/// (mode 0600). Devices provisioned with `--tls` trust it as they trust the embedded one.
+pub fn write_server_files(tls_dir: &Path, names: &[String], cert: &Path, key: &Path) -> Result<(), TlsError> {
+    crate::datadir::create_private_dir(tls_dir).map_err(cert_error)?;
+    let (ca_key, ca_cert) = load_or_make_ca(tls_dir)?;
+    let server_key = KeyPair::generate().map_err(cert_error)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(cert_error)?;
+    params.distinguished_name.push(DnType::CommonName, "fleet MQTT broker");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let server = params.signed_by(&server_key, &ca_cert, &ca_key).map_err(cert_error)?;
+    write_atomically(cert, format!("{}{}", server.pem(), ca_cert.pem()).as_bytes())?;
+    crate::datadir::write_secret(key, server_key.serialize_pem().trim_end()).map_err(cert_error)
+}
+
 /// A server certificate for `names` signed by the controller's CA: the chain and its key.
 fn own_certificate(
     tls_dir: &Path,

@@ -206,3 +206,86 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// mosquitto as the broker, over TLS, configured from what `fleetctl broker acl` writes
+/// (its certificate from the controller's CA): `serve --broker mqtts://` and an agent
+/// provisioned with `--tls` both reach it, and a job runs.
+#[test]
+fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
+    let mosquitto = fleet_hil::mosquitto::Mosquitto::available().expect("mosquitto (CI installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let broker = format!("127.0.0.1:{port}");
+    let gw = dir.path().join("gw-mq");
+    let out =
+        fleetctl(&data, &["device", "provision", "gw-mq", "--tls", "--broker", &broker, "--out", gw.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mq = dir.path().join("mosquitto");
+    let out = fleetctl(&data, &["broker", "acl", "--out", mq.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["passwd", "acl", "mosquitto.crt", "mosquitto.key", "ca.pem"] {
+        assert!(mq.join(file).is_file(), "broker acl wrote no {file}");
+    }
+    let conf = format!(
+        "listener {port} 127.0.0.1\n\
+         allow_anonymous false\n\
+         password_file {dir}/passwd\n\
+         acl_file {dir}/acl\n\
+         message_size_limit 262144\n\
+         cafile {dir}/ca.pem\n\
+         certfile {dir}/mosquitto.crt\n\
+         keyfile {dir}/mosquitto.key\n\
+         persistence false\n\
+         log_dest stderr\n\
+         {user}",
+        dir = mq.display(),
+        user = if rustix::process::getuid().is_root() { "user root\n" } else { "" },
+    );
+    std::fs::write(mq.join("mosquitto.conf"), conf).unwrap();
+    let log = std::fs::File::create(mq.join("mosquitto.log")).unwrap();
+    let broker_process = Command::new(mosquitto)
+        .arg("-c")
+        .arg(mq.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _mosquitto = Killed(broker_process);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let url = format!("mqtts://{broker}");
+    let serve = Command::new(binary(FLEETCTL).unwrap())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--broker", &url, "--api-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _serve = Killed(serve);
+    let agent = Command::new(binary(FLEET_AGENT).unwrap())
+        .arg("--config")
+        .arg(gw.join("agent.json"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Killed(agent);
+    let out = fleetctl(&data, &["device", "wait", "gw-mq", "--timeout", "60s"]);
+    let mosquitto_log = std::fs::read_to_string(mq.join("mosquitto.log")).unwrap_or_default();
+    assert!(out.status.success(), "{}\nmosquitto:\n{mosquitto_log}", text(&out.stderr));
+    let module = dir.path().join("hello.wasm");
+    std::fs::write(&module, fleet_example_jobs::HELLO).unwrap();
+    let out = fleetctl(&data, &["job", "push", module.to_str().unwrap(), "--all", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = fleetctl(&data, &["job", "results", "--json"]);
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["output"], "hello from gw-mq");
+}

@@ -34,9 +34,15 @@ pub struct ServeArgs {
     /// Where the embedded broker listens.
     #[arg(long, default_value = "127.0.0.1:1883")]
     listen: SocketAddr,
-    /// Use this broker instead of the embedded one: mqtt://HOST:PORT.
+    /// Use this broker instead of the embedded one: mqtt://HOST:PORT, or
+    /// mqtts://HOST:PORT for MQTT over TLS (checked against --broker-ca).
     #[arg(long, value_name = "URL", conflicts_with = "listen")]
     broker: Option<String>,
+    /// With --broker mqtts://: the CA (PEM) its certificate chains to [default: the
+    /// controller's, DATA/tls/ca.pem, which signs what `fleetctl broker acl --out DIR`
+    /// writes for mosquitto].
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_ca: Option<PathBuf>,
     /// Where the operator API (HTTPS) listens; port 0 picks a free one (fleetctl on
     /// this machine finds it through the data directory).
     #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
@@ -71,17 +77,25 @@ pub fn serve(data_dir: &Path, args: ServeArgs) -> Outcome {
         )
         .with_writer(std::io::stderr)
         .init();
-    let broker = match &args.broker {
-        Some(url) => {
-            BrokerChoice::parse_url(url).map_err(|e| UsageError::new(e, "for example --broker mqtt://10.0.0.5:1883"))?
-        }
-        None => BrokerChoice::Embedded { listen: args.listen },
+    let (broker, broker_tls) = match &args.broker {
+        Some(url) => BrokerChoice::parse_url_tls(url)
+            .map_err(|e| UsageError::new(e, "for example --broker mqtt://10.0.0.5:1883 or mqtts://broker.lan:8883"))?,
+        None => (BrokerChoice::Embedded { listen: args.listen }, false),
     };
     if matches!(broker, BrokerChoice::Embedded { .. }) {
         raise_open_file_limit();
     }
     let mut config = ServeConfig::new(data_dir, broker);
     config.names = args.names.clone();
+    if broker_tls {
+        let ca = match &args.broker_ca {
+            Some(ca) => ca.clone(),
+            None => fleet_controller::tls::ensure_ca(&data_dir.join("tls"))?,
+        };
+        config.broker_tls = Some(ca);
+    } else if args.broker_ca.is_some() {
+        return Err(UsageError::plain("--broker-ca is for --broker mqtts://").into());
+    }
     if args.broker.is_none() && !args.no_tls {
         config.mqtt_tls = Some(args.tls_listen);
     }
@@ -335,9 +349,14 @@ pub enum BrokerCommand {
     /// Write a mosquitto `passwd` file and `acl` file from the registry (the controller,
     /// the read-only observer and every device).
     Acl {
-        /// The directory to write `passwd` and `acl` into.
+        /// The directory to write `passwd` and `acl` into (and, for MQTT over TLS,
+        /// `mosquitto.crt`, `mosquitto.key` and `ca.pem`).
         #[arg(long)]
         out: PathBuf,
+        /// A host name (or address) devices use to reach the broker, for its TLS
+        /// certificate (repeat for more; localhost and the loopback addresses are in it).
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
     },
     /// Print the password of the read-only observer login (username `fleet-observer`),
     /// made on first use: it may subscribe to every status document
@@ -347,8 +366,8 @@ pub enum BrokerCommand {
 }
 
 pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
-    let out = match command {
-        BrokerCommand::Acl { out } => out,
+    let (out, names) = match command {
+        BrokerCommand::Acl { out, names } => (out, names),
         BrokerCommand::Observer => return observer(data_dir),
     };
     let data = DataDir::new(data_dir);
@@ -370,10 +389,22 @@ pub fn broker(data_dir: &Path, command: BrokerCommand) -> Outcome {
         acl_path.display(),
         ids.len()
     );
+    // A certificate from the controller's CA, so devices provisioned with --tls (and
+    // `serve --broker mqtts://`) trust mosquitto as they trust the embedded broker.
+    let (cert, key) = (out.join("mosquitto.crt"), out.join("mosquitto.key"));
+    let mut all_names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    all_names.extend(names);
+    fleet_controller::tls::write_server_files(&data_dir.join("tls"), &all_names, &cert, &key)?;
+    std::fs::copy(data_dir.join("tls/ca.pem"), out.join("ca.pem")).context("copying the CA")?;
     eprintln!(
         "mosquitto.conf: `allow_anonymous false`, `password_file {}`, `acl_file {}`, `message_size_limit 262144`; then `fleetctl serve --broker mqtt://HOST:1883`",
         passwd_path.display(),
         acl_path.display()
+    );
+    eprintln!(
+        "for MQTT over TLS also: `listener 8883`, `certfile {}`, `keyfile {}`; then `fleetctl serve --broker mqtts://HOST:8883`",
+        cert.display(),
+        key.display()
     );
     Ok(ExitCode::SUCCESS)
 }
