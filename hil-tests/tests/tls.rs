@@ -32,6 +32,19 @@ impl Drop for Killed {
     }
 }
 
+/// A real `fleet-agent` on the config in `dir`, stopped when the guard drops.
+fn start_agent(dir: &Path, stderr: impl Into<Stdio>) -> Killed {
+    let agent = Command::new(binary(FLEET_AGENT).unwrap())
+        .arg("--config")
+        .arg(dir.join("agent.json"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Killed(agent)
+}
+
 /// A TCP relay to `upstream` that keeps a copy of every byte the client sends.
 fn recording_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -124,15 +137,7 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
     assert_eq!(config["broker"]["tls"], true);
     let password = config["password"].as_str().unwrap().to_string();
 
-    let agent = Command::new(binary(FLEET_AGENT).unwrap())
-        .arg("--config")
-        .arg(gw.join("agent.json"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _agent = Killed(agent);
+    let _agent = start_agent(&gw, Stdio::null());
     let out = fleetctl(&data, &["device", "wait", "gw-tls", "--timeout", "60s"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
@@ -165,15 +170,7 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::copy(other.join("tls/ca.pem"), gw2.join("ca.pem")).unwrap();
     let log = std::fs::File::create(dir.path().join("wrong-ca.log")).unwrap();
-    let agent = Command::new(binary(FLEET_AGENT).unwrap())
-        .arg("--config")
-        .arg(gw2.join("agent.json"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let _agent2 = Killed(agent);
+    let _agent2 = start_agent(&gw2, log);
     let out = fleetctl(&data, &["device", "wait", "gw-wrong-ca", "--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(1), "an agent with the wrong CA came online: {}", text(&out.stderr));
     // A job for it waits; the laptop cancels it over HTTPS.
@@ -269,15 +266,7 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
         .spawn()
         .unwrap();
     let _serve = Killed(serve);
-    let agent = Command::new(binary(FLEET_AGENT).unwrap())
-        .arg("--config")
-        .arg(gw.join("agent.json"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _agent = Killed(agent);
+    let _agent = start_agent(&gw, Stdio::null());
     let out = fleetctl(&data, &["device", "wait", "gw-mq", "--timeout", "60s"]);
     let mosquitto_log = std::fs::read_to_string(mq.join("mosquitto.log")).unwrap_or_default();
     assert!(out.status.success(), "{}\nmosquitto:\n{mosquitto_log}", text(&out.stderr));
