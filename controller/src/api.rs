@@ -704,47 +704,20 @@ async fn relabel_device(
 ) -> Reply<operate::DeviceView> {
     let Json(body) = body.map_err(bad_body)?;
     let view = with_store(&state, move |store| {
-        let id = operate::device_id(&id)?;
-        let text = crate::model::format_labels(&body.labels);
-        let parsed = crate::model::parse_labels(&text)
-            .map_err(|e| OpError::invalid(e.0, "labels are key=value pairs without , or ="))?;
-        if parsed != body.labels {
-            return Err(OpError::invalid_plain("labels must be non-empty keys and values without , or =").into());
-        }
-        store.set_device_labels(&id, &body.labels, &caller.actor, crate::unix_ms())?;
-        Ok(operate::device(store, id.as_str())?)
+        Ok(operate::relabel(store, &id, &body.labels, &caller.actor, crate::unix_ms())?)
     })
     .await?;
     state.wake.notify_one();
     Ok(Json(view))
 }
 
-/// What a decommission did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Decommissioned {
-    /// The device.
-    pub device: String,
-    /// False if it was decommissioned already.
-    pub removed: bool,
-    /// Jobs whose executions on it were canceled.
-    pub canceled_jobs: Vec<String>,
-}
-
 async fn decommission_device(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-) -> Reply<Decommissioned> {
-    let done = with_store(&state, move |store| {
-        let id = operate::device_id(&id)?;
-        let jobs = store.remove_device(&id, &caller.actor, crate::unix_ms())?;
-        Ok(Decommissioned {
-            device: id.to_string(),
-            removed: jobs.is_some(),
-            canceled_jobs: jobs.unwrap_or_default().iter().map(|j| j.to_hex()).collect(),
-        })
-    })
-    .await?;
+) -> Reply<operate::Decommissioned> {
+    let done = with_store(&state, move |store| Ok(operate::decommission(store, &id, &caller.actor, crate::unix_ms())?))
+        .await?;
     state.wake.notify_one();
     Ok(Json(done))
 }

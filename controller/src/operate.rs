@@ -900,6 +900,41 @@ pub fn device(store: &Store, id: &str) -> OpResult<DeviceView> {
     store.device(id)?.map(device_view).ok_or_else(|| StoreError::NoDevice(id.to_string()).into())
 }
 
+/// Changes a device's labels; refuses labels the selector syntax could not match.
+pub fn relabel(store: &mut Store, id: &str, labels: &Labels, actor: &str, now_ms: u64) -> OpResult<DeviceView> {
+    let id = device_id(id)?;
+    let parsed = crate::model::parse_labels(&crate::model::format_labels(labels))
+        .map_err(|e| OpError::invalid(e.0, "labels are key=value pairs without , or ="))?;
+    if parsed != *labels {
+        return Err(OpError::invalid_plain("labels must be non-empty keys and values without , or ="));
+    }
+    store.set_device_labels(&id, labels, actor, now_ms)?;
+    device(store, id.as_str())
+}
+
+/// What a decommission did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decommissioned {
+    /// The device.
+    pub device: String,
+    /// False if it was decommissioned already.
+    pub removed: bool,
+    /// Jobs whose executions on it were canceled.
+    pub canceled_jobs: Vec<String>,
+}
+
+/// Decommissions a device: credentials and key revoked, unfinished executions canceled,
+/// history kept (a running serve cuts its connection off).
+pub fn decommission(store: &mut Store, id: &str, actor: &str, now_ms: u64) -> OpResult<Decommissioned> {
+    let id = device_id(id)?;
+    let jobs = store.remove_device(&id, actor, now_ms)?;
+    Ok(Decommissioned {
+        device: id.to_string(),
+        removed: jobs.is_some(),
+        canceled_jobs: jobs.unwrap_or_default().iter().map(JobId::to_hex).collect(),
+    })
+}
+
 /// A device id from text, or a refusal that says the rule.
 pub fn device_id(text: &str) -> OpResult<DeviceId> {
     DeviceId::new(text).map_err(|e| OpError::invalid_plain(format!("`{text}` is not a device id: {e}")))

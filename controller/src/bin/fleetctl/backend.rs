@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use fleet_controller::api::{
-    self, Canceled, CreatedToken, Decommissioned, ErrorBody, NewTokenRequest, Relabel, Revoked,
-};
+use fleet_controller::api::{self, Canceled, CreatedToken, ErrorBody, NewTokenRequest, Relabel, Revoked};
 use fleet_controller::datadir::DataDir;
 use fleet_controller::model::Labels;
 use fleet_controller::operate::{
@@ -462,19 +460,13 @@ impl Backend {
     }
 
     /// Decommissions a device.
-    pub fn remove_device(&self, id: &str) -> anyhow::Result<Decommissioned> {
+    pub fn remove_device(&self, id: &str) -> anyhow::Result<operate::Decommissioned> {
         match self {
             Backend::Remote(remote) => {
                 remote.send(remote.http.delete(format!("{}/v1/devices/{}", remote.base, encode(id))))
             }
             Backend::Local { .. } => self.local(false, |store| {
-                let id = operate::device_id(id).map_err(op)?;
-                let jobs = store.remove_device(&id, &actor(), fleet_controller::unix_ms())?;
-                Ok(Decommissioned {
-                    device: id.to_string(),
-                    removed: jobs.is_some(),
-                    canceled_jobs: jobs.unwrap_or_default().iter().map(|j| j.to_hex()).collect(),
-                })
+                operate::decommission(store, id, &actor(), fleet_controller::unix_ms()).map_err(op)
             }),
         }
     }
@@ -510,9 +502,7 @@ impl Backend {
                     .json(&Relabel { labels: labels.clone() }),
             ),
             Backend::Local { .. } => self.local(false, |store| {
-                let id = operate::device_id(id).map_err(op)?;
-                store.set_device_labels(&id, labels, &actor(), fleet_controller::unix_ms())?;
-                operate::device(store, id.as_str()).map_err(op)
+                operate::relabel(store, id, labels, &actor(), fleet_controller::unix_ms()).map_err(op)
             }),
         }
     }
