@@ -32,6 +32,21 @@ impl Drop for Killed {
     }
 }
 
+/// `fleetctl serve` on `data` with `args`, stopped when the guard drops.
+fn start_serve(data: &Path, args: &[&str]) -> Killed {
+    let serve = Command::new(binary(FLEETCTL).unwrap())
+        .arg("--data-dir")
+        .arg(data)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(serve)
+}
+
 /// A real `fleet-agent` on the config in `dir`, stopped when the guard drops.
 fn start_agent(dir: &Path, stderr: impl Into<Stdio>) -> Killed {
     let agent = Command::new(binary(FLEET_AGENT).unwrap())
@@ -81,16 +96,8 @@ fn recording_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
 fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let serve = Command::new(binary(FLEETCTL).unwrap())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _serve = Killed(serve);
+    let _serve =
+        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
     let started = Instant::now();
     let tls_addr: SocketAddr = loop {
         // What the running serve says about itself in its lock file.
@@ -256,16 +263,7 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
     }
 
     let url = format!("mqtts://{broker}");
-    let serve = Command::new(binary(FLEETCTL).unwrap())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--broker", &url, "--api-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _serve = Killed(serve);
+    let _serve = start_serve(&data, &["--broker", &url, "--api-listen", "127.0.0.1:0"]);
     let _agent = start_agent(&gw, Stdio::null());
     let out = fleetctl(&data, &["device", "wait", "gw-mq", "--timeout", "60s"]);
     let mosquitto_log = std::fs::read_to_string(mq.join("mosquitto.log")).unwrap_or_default();
