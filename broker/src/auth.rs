@@ -30,4 +30,15 @@ pub trait Authenticator: Send + Sync + 'static {
     /// `password` is the CONNECT's password field. A CONNECT without username and
     /// password never reaches this method: it is refused before.
     fn authenticate(&self, client_id: &str, username: &str, password: &[u8]) -> Option<Identity>;
+
+    /// Who holds this client certificate (its DER bytes), or `None` to refuse the
+    /// connection. Called instead of [`Authenticator::authenticate`] for a CONNECT on a
+    /// TLS connection whose client presented a certificate that the listener's
+    /// verifier accepted (it chains to a CA the listener trusts, and is in date): the
+    /// certificate is the credential, and the CONNECT's username and password are not
+    /// consulted. The default refuses every certificate.
+    fn authenticate_certificate(&self, client_id: &str, certificate: &[u8]) -> Option<Identity> {
+        let _ = (client_id, certificate);
+        None
+    }
 }

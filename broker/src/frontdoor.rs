@@ -250,7 +250,7 @@ async fn serve_any(
     ticket: Result<Ticket, Refused>,
     shared: &Shared,
 ) {
-    let Some(acceptor) = tls else { return serve(stream, peer, ticket, shared).await };
+    let Some(acceptor) = tls else { return serve(stream, peer, ticket, None, shared).await };
     if let Err(refused) = ticket {
         if let Some(held_back) = shared.logs.refusals.pass(std::time::Instant::now()) {
             info!(?refused, held_back, "TLS connection turned away before its handshake");
@@ -258,7 +258,11 @@ async fn serve_any(
         return;
     }
     match timeout(shared.connect_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve(tls, peer, ticket, shared).await,
+        Ok(Ok(tls)) => {
+            // A client certificate got here only if the listener's verifier accepted it.
+            let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| c.to_vec());
+            serve(tls, peer, ticket, certificate, shared).await
+        }
         Ok(Err(error)) => {
             Counters::bump(&shared.counters.tls_handshake_failures);
             if let Some(held_back) = shared.logs.violations.pass(std::time::Instant::now()) {
@@ -274,14 +278,20 @@ async fn serve_any(
     }
 }
 
-async fn serve<S: ClientStream>(mut client: S, peer: SocketAddr, ticket: Result<Ticket, Refused>, shared: &Shared) {
+async fn serve<S: ClientStream>(
+    mut client: S,
+    peer: SocketAddr,
+    ticket: Result<Ticket, Refused>,
+    certificate: Option<Vec<u8>>,
+    shared: &Shared,
+) {
     let end = match ticket {
         Ok(mut ticket) => {
             // Only an unauthenticated connection is evicted: once admitted, nothing
             // cancels the token and the relay runs to its own end.
             let eviction = ticket.eviction();
             tokio::select! {
-                end = handshake_and_relay(&mut client, peer, &mut ticket, shared) => end,
+                end = handshake_and_relay(&mut client, peer, &mut ticket, certificate, shared) => end,
                 () = eviction.cancelled() => End::Evicted,
             }
         }
@@ -349,6 +359,7 @@ async fn handshake_and_relay<S: ClientStream>(
     client: &mut S,
     peer: SocketAddr,
     ticket: &mut Ticket,
+    certificate: Option<Vec<u8>>,
     shared: &Shared,
 ) -> End {
     let mut buf = BytesMut::with_capacity(1024);
@@ -389,23 +400,24 @@ async fn handshake_and_relay<S: ClientStream>(
         tokio::time::sleep(delay).await;
     }
 
-    let identity = match &request.login {
-        None => None,
-        Some(login) => {
-            let auth = shared.auth.clone();
-            let (client_id, username, password) =
-                (request.connect.client_id.clone(), login.username.clone(), login.password.clone());
-            match tokio::task::spawn_blocking(move || auth.authenticate(&client_id, &username, password.as_bytes()))
-                .await
-            {
-                Ok(identity) => identity,
-                Err(e) => {
-                    warn!(error = %e, "the authenticator failed; refusing the connection");
-                    None
-                }
-            }
+    let auth = shared.auth.clone();
+    let client_id = request.connect.client_id.clone();
+    let decided = match (certificate, &request.login) {
+        // A verified client certificate is the credential (mTLS), whatever the CONNECT
+        // says as username and password.
+        (Some(certificate), _) => {
+            tokio::task::spawn_blocking(move || auth.authenticate_certificate(&client_id, &certificate)).await
+        }
+        (None, None) => Ok(None),
+        (None, Some(login)) => {
+            let (username, password) = (login.username.clone(), login.password.clone());
+            tokio::task::spawn_blocking(move || auth.authenticate(&client_id, &username, password.as_bytes())).await
         }
     };
+    let identity = decided.unwrap_or_else(|e| {
+        warn!(error = %e, "the authenticator failed; refusing the connection");
+        None
+    });
     let admitted = match session::admit(request, identity, shared.topics.clone(), &shared.engine_login) {
         Ok(admitted) => admitted,
         Err(refusal) => {

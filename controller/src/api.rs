@@ -663,22 +663,7 @@ async fn provision_device(
     let Json(body) = body.map_err(bad_body)?;
     let tls_dir = state.data.path().join("tls");
     let provisioned = with_store(&state, move |store| {
-        let config = operate::provision(store, &body, &caller.actor, crate::unix_ms())?;
-        let ca_pem = if body.tls {
-            let ca = crate::tls::ensure_ca(&tls_dir).map_err(|e| {
-                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "see the controller's log")
-            })?;
-            Some(std::fs::read_to_string(&ca).map_err(|e| {
-                Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{}: {e}", ca.display()),
-                    "see the controller's log",
-                )
-            })?)
-        } else {
-            None
-        };
-        Ok(operate::Provisioned { config, ca_pem })
+        Ok(operate::provision(store, &body, &tls_dir, &caller.actor, crate::unix_ms())?)
     })
     .await?;
     state.wake.notify_one();

@@ -5,7 +5,9 @@
 //!
 //! Passwords are 32 random bytes (hex), so a plain SHA-256 is enough: there is nothing
 //! to brute-force, and no salt or slow hash is needed. Comparisons are constant-time.
-//! A device must also connect with its id as client id, so that one device's
+//! A device provisioned with `--cert` logs in with its client certificate instead (mTLS
+//! on the TLS port; see [`crate::tls::issue_device_certificate`]), looked up by the
+//! certificate's SHA-256. A device must also connect with its id as client id, so that one device's
 //! credentials can never open (and read) another device's persistent session.
 
 use std::sync::Mutex;
@@ -96,12 +98,49 @@ impl StoreAuthenticator {
     }
 }
 
+impl StoreAuthenticator {
+    /// The device that holds this client certificate (its DER; the TLS listener has
+    /// already checked that it chains to the controller's CA), or `None`. The registry
+    /// keeps each certificate's SHA-256: one the registry no longer holds (the device
+    /// removed, or provisioned again) is refused however valid its signature.
+    pub fn check_certificate(&self, client_id: &str, certificate: &[u8]) -> Option<Principal> {
+        let sha256: [u8; 32] = Sha256::digest(certificate).into();
+        let found = {
+            let db = self.db.lock().ok()?;
+            db.device_by_certificate(&sha256)
+        };
+        match found {
+            Ok(Some(device)) if device.as_str() == client_id => Some(Principal::Device(device)),
+            Ok(Some(device)) => {
+                tracing::debug!(%device, client_id = %Bounded(client_id), "refused: a device must use its id as MQTT client id");
+                None
+            }
+            Ok(None) => {
+                tracing::debug!(sha256 = %hex::encode(sha256), "refused: no active device holds this certificate");
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, "refused: the registry could not be read");
+                None
+            }
+        }
+    }
+}
+
+fn identity(principal: Principal) -> fleet_broker::Identity {
+    match principal {
+        Principal::Controller => fleet_broker::Identity::Controller,
+        Principal::Device(id) => fleet_broker::Identity::Device(id),
+        Principal::Observer => fleet_broker::Identity::Observer,
+    }
+}
+
 impl fleet_broker::Authenticator for StoreAuthenticator {
     fn authenticate(&self, client_id: &str, username: &str, password: &[u8]) -> Option<fleet_broker::Identity> {
-        self.check(client_id, username, password).map(|principal| match principal {
-            Principal::Controller => fleet_broker::Identity::Controller,
-            Principal::Device(id) => fleet_broker::Identity::Device(id),
-            Principal::Observer => fleet_broker::Identity::Observer,
-        })
+        self.check(client_id, username, password).map(identity)
+    }
+
+    fn authenticate_certificate(&self, client_id: &str, certificate: &[u8]) -> Option<fleet_broker::Identity> {
+        self.check_certificate(client_id, certificate).map(identity)
     }
 }

@@ -620,6 +620,10 @@ pub struct ProvisionRequest {
     /// MQTT over TLS (gateways only).
     #[serde(default)]
     pub tls: bool,
+    /// Log in with a client certificate from the controller's CA (mTLS) instead of a
+    /// password; implies `tls`.
+    #[serde(default)]
+    pub certificate: bool,
     /// The device exists (reinstalled, replaced, removed): new credentials and key, the
     /// old ones revoked, its history kept.
     #[serde(default)]
@@ -635,22 +639,31 @@ pub struct Provisioned {
     /// The controller's CA (PEM), for `ca.pem` beside `agent.json`.
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// With `certificate`: the device's client certificate (PEM, `device.crt`).
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    /// With `certificate`: its private key (PEM, `device.key`): shown once, never stored.
+    #[serde(default)]
+    pub key_pem: Option<String>,
 }
 
 /// The config page of the QEMU `mps2-an386` board (`firmware-sdk`'s `LAYOUT`): the
 /// first 4 KiB erase page of its flash holds a microcontroller's config block.
 pub const CONFIG_PAGE_BYTES: usize = 4096;
 
-/// Registers a device (or gives an existing one new credentials) and returns its config.
+/// Registers a device (or gives an existing one new credentials) and returns what it
+/// needs: its config, and with TLS the CA it trusts (and its client certificate).
 pub fn provision(
     store: &mut Store,
     request: &ProvisionRequest,
+    tls_dir: &std::path::Path,
     actor: &str,
     now_ms: u64,
-) -> OpResult<fleet_schemas::provision::DeviceConfig> {
+) -> OpResult<Provisioned> {
     use fleet_schemas::provision::{BrokerEndpoint, CONFIG_VERSION, DeviceConfig, SecretSeed, config_block};
     let id = &request.id;
-    if request.tls && request.kind == DeviceKind::Mcu {
+    let tls = request.tls || request.certificate;
+    if tls && request.kind == DeviceKind::Mcu {
         return Err(OpError::invalid(
             "--tls is for gateways: the microcontroller firmware speaks plain MQTT",
             "keep a board on a private link to the broker (its serial line, or a gateway's network), see the firmware README",
@@ -680,7 +693,24 @@ pub fn provision(
     let random = |_: ()| crate::random_32().map_err(|e| OpError::Store(StoreError::Sign(e.to_string())));
     let device_seed = random(())?;
     let device_key = fleet_schemas::SigningKey::from_bytes(&device_seed);
-    let password = hex::encode(random(())?);
+    let tls_error = |e: crate::tls::TlsError| OpError::Store(StoreError::Sign(format!("the controller's CA: {e}")));
+    let ca_pem = if tls {
+        let ca = crate::tls::ensure_ca(tls_dir).map_err(tls_error)?;
+        let pem = std::fs::read_to_string(&ca)
+            .map_err(|e| OpError::Store(StoreError::Sign(format!("{}: {e}", ca.display()))))?;
+        Some(pem)
+    } else {
+        None
+    };
+    let certificate = if request.certificate {
+        Some(crate::tls::issue_device_certificate(tls_dir, id.as_str()).map_err(tls_error)?)
+    } else {
+        None
+    };
+    // A device with a certificate holds no password: the registry keeps the hash of
+    // one nobody was given, so no password can log in as it.
+    let secret = hex::encode(random(())?);
+    let password = if certificate.is_some() { String::new() } else { secret.clone() };
     let salt = random(())?;
     let root = store.root_key()?.ok_or_else(|| OpError::Store(StoreError::Corrupt("no root key".into())))?;
     let job_keys: Vec<fleet_schemas::TrustedKey> = store
@@ -694,9 +724,9 @@ pub fn provision(
         device_key: SecretSeed(fleet_schemas::Digest(device_seed)),
         root_key: root.public_key,
         job_keys,
-        broker: BrokerEndpoint { host: request.broker_host.clone(), port: request.broker_port, tls: request.tls },
+        broker: BrokerEndpoint { host: request.broker_host.clone(), port: request.broker_port, tls },
         username: id.to_string(),
-        password: password.clone(),
+        password,
         topic_prefix: fleet_schemas::topics::DEFAULT_PREFIX.to_string(),
         runtime: request.kind.runtime(),
         labels: request.labels.clone(),
@@ -715,15 +745,17 @@ pub fn provision(
         kind: request.kind,
         labels: request.labels.clone(),
         public_key: fleet_schemas::signed::public_key_of(&device_key).1,
-        password_hash: crate::auth::password_hash(password.as_bytes()),
-        mosquitto_hash: crate::acl::mosquitto_hash(&password, &salt[..12]),
+        password_hash: crate::auth::password_hash(secret.as_bytes()),
+        mosquitto_hash: crate::acl::mosquitto_hash(&secret, &salt[..12]),
+        cert_sha256: certificate.as_ref().map(|c| c.sha256),
     };
     if request.replace {
         store.replace_device(&device, actor, now_ms)?;
     } else {
         store.insert_device(&device, actor, now_ms)?;
     }
-    Ok(config)
+    let (cert_pem, key_pem) = certificate.map(|c| (c.cert_pem, c.key_pem)).unzip();
+    Ok(Provisioned { config, ca_pem, cert_pem, key_pem })
 }
 
 /// Which jobs a list returns, and which page of them.

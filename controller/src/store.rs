@@ -172,6 +172,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX jobs_by_state ON jobs(state);
     "#,
+    // 6: a device that logs in with a client certificate (mTLS) instead of a password:
+    // the SHA-256 of the certificate's DER, which the broker looks the device up by.
+    r#"
+    ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
+    CREATE UNIQUE INDEX devices_by_cert ON devices(cert_sha256);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -315,6 +321,8 @@ pub struct NewDevice {
     pub password_hash: [u8; 32],
     /// Its password as a mosquitto `passwd` entry (`$6$salt$hash`).
     pub mosquitto_hash: String,
+    /// With a client certificate (mTLS): the SHA-256 of its DER.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 /// Root or job-signing key.
@@ -702,8 +710,8 @@ impl Store {
         }
         let labels = serde_json::to_string(&device.labels).map_err(corrupt)?;
         tx.execute(
-            "INSERT INTO devices (id, kind, labels, public_key, password_hash, mosquitto_hash, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO devices (id, kind, labels, public_key, password_hash, mosquitto_hash, created_at, cert_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 device.id.as_str(),
                 device.kind.as_str(),
@@ -711,7 +719,8 @@ impl Store {
                 &device.public_key.0[..],
                 &device.password_hash[..],
                 device.mosquitto_hash,
-                to_i64(now_ms)
+                to_i64(now_ms),
+                device.cert_sha256.as_ref().map(|h| &h[..]),
             ],
         )?;
         let detail = serde_json::json!({
@@ -745,6 +754,17 @@ impl Store {
             .optional()?;
         hash.map(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| corrupt("password hash length")))
             .transpose()
+    }
+
+    /// The active device whose client certificate has this SHA-256, if any.
+    pub fn device_by_certificate(&self, sha256: &[u8; 32]) -> Result<Option<DeviceId>> {
+        let id: Option<String> = self
+            .conn
+            .query_row("SELECT id FROM devices WHERE cert_sha256 = ?1 AND removed_at IS NULL", [&sha256[..]], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        id.map(|id| DeviceId::new(id).map_err(corrupt)).transpose()
     }
 
     /// A device's event-signing public key.
@@ -844,7 +864,7 @@ impl Store {
         let labels = serde_json::to_string(&device.labels).map_err(corrupt)?;
         let changed = tx.execute(
             "UPDATE devices SET kind = ?2, labels = ?3, public_key = ?4, password_hash = ?5, mosquitto_hash = ?6,
-                 removed_at = NULL, revoked_at = ?7, incarnation = NULL, sync_grant = NULL
+                 removed_at = NULL, revoked_at = ?7, incarnation = NULL, sync_grant = NULL, cert_sha256 = ?8
              WHERE id = ?1",
             params![
                 device.id.as_str(),
@@ -853,7 +873,8 @@ impl Store {
                 &device.public_key.0[..],
                 &device.password_hash[..],
                 device.mosquitto_hash,
-                to_i64(now_ms)
+                to_i64(now_ms),
+                device.cert_sha256.as_ref().map(|h| &h[..]),
             ],
         )?;
         if changed == 0 {

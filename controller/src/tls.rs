@@ -117,14 +117,75 @@ pub fn ensure_ca(tls_dir: &Path) -> Result<PathBuf, TlsError> {
 /// `names` made now (`DATA/tls/api.pem` holds a copy, for inspection).
 pub fn from_own_ca(tls_dir: &Path, names: &[String]) -> Result<ApiTls, TlsError> {
     let (chain, private) = own_certificate(tls_dir, names, "api.pem", "fleet controller API")?;
-    Ok(ApiTls { config: server_config(chain, private, true)?, ca_file: tls_dir.join("ca.pem") })
+    Ok(ApiTls { config: server_config(chain, private)?, ca_file: tls_dir.join("ca.pem") })
 }
 
 /// The embedded broker's TLS (MQTT over TLS) from the controller's own CA, with a
 /// certificate for `names` (`DATA/tls/mqtt.pem` holds a copy).
+///
+/// A client may present a certificate (mTLS): one that chains to the controller's CA is
+/// accepted at the handshake, and the broker then asks the registry whose it is (see
+/// [`crate::auth`]); a client without one logs in with its password as before.
 pub fn broker_from_own_ca(tls_dir: &Path, names: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (chain, private) = own_certificate(tls_dir, names, "mqtt.pem", "fleet MQTT broker")?;
-    server_config(chain, private, false)
+    let ca = chain.last().cloned().ok_or_else(|| TlsError::Cert("no CA in the broker's chain".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(cert_error)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(cert_error)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(cert_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, private)
+        .map_err(cert_error)?;
+    Ok(Arc::new(config))
+}
+
+/// A device's client certificate (mTLS), signed by the controller's CA.
+#[derive(Clone)]
+pub struct DeviceCertificate {
+    /// The certificate (PEM), its common name the device's id.
+    pub cert_pem: String,
+    /// Its private key (PEM, PKCS#8): the device's secret, never kept by the controller.
+    pub key_pem: String,
+    /// SHA-256 of the certificate's DER: what the registry keeps, and what the broker
+    /// looks the device up by.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for DeviceCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCertificate").field("sha256", &hex::encode(self.sha256)).finish_non_exhaustive()
+    }
+}
+
+/// Issues a client certificate for `device` from the controller's CA in `tls_dir`.
+///
+/// The certificate names the device (common name, as AWS IoT's and mosquitto's
+/// `use_identity_as_username` expect) and is for client authentication only. It is
+/// revoked by the registry, not by a CRL: the embedded broker accepts a certificate only
+/// while the registry holds its SHA-256 for an active device, so `device remove` or a
+/// re-provision locks it out at once.
+pub fn issue_device_certificate(tls_dir: &Path, device: &str) -> Result<DeviceCertificate, TlsError> {
+    use sha2::Digest as _;
+    crate::datadir::create_private_dir(tls_dir).map_err(cert_error)?;
+    let (ca_key, ca_cert) = load_or_make_ca(tls_dir)?;
+    let key = KeyPair::generate().map_err(cert_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+    params.distinguished_name.push(DnType::OrganizationName, "fleet");
+    params.distinguished_name.push(DnType::CommonName, device);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(cert_error)?;
+    Ok(DeviceCertificate {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        sha256: sha2::Sha256::digest(cert.der()).into(),
+    })
 }
 
 /// A certificate for another broker (mosquitto) from the controller's CA, as PEM files:
@@ -177,13 +238,12 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<ApiTls, TlsError> {
         return Err(TlsError::Cert(format!("{}: no certificate in it", cert.display())));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Cert(format!("{}: {e}", key.display())))?;
-    Ok(ApiTls { config: server_config(chain, private, true)?, ca_file: cert.to_path_buf() })
+    Ok(ApiTls { config: server_config(chain, private)?, ca_file: cert.to_path_buf() })
 }
 
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    http: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -191,9 +251,7 @@ fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(cert_error)?;
-    if http {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

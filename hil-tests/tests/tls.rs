@@ -211,9 +211,149 @@ fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear(
     }
 }
 
+/// Waits for `serve.lock` to say where serve's MQTT-over-TLS port is.
+fn serve_tls_addr(data: &Path) -> SocketAddr {
+    let started = Instant::now();
+    loop {
+        let info: Option<serde_json::Value> =
+            std::fs::read_to_string(data.join("serve.lock")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(info) = info.filter(|i| i["api"].is_string())
+            && let Some(addr) = info["mqtt_tls"].as_str()
+        {
+            return addr.parse().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "serve did not come up with MQTT over TLS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the agent's log (`log`) holds `needle`.
+fn wait_log(log: &Path, needle: &str) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{} never said {needle:?}:\n{text}", log.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A device provisioned with `--cert` logs in with its client certificate (mTLS) and
+/// holds no password; a certificate from another CA fails the handshake; once the
+/// device is given a new certificate, or removed, the old certificate is refused at
+/// once, although it still chains to the controller's CA.
+#[test]
+fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _serve =
+        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
+    let broker = serve_tls_addr(&data).to_string();
+
+    let gw = dir.path().join("gw-cert");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-cert", "--cert", "--broker", &broker, "--out", gw.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["agent.json", "ca.pem", "device.crt", "device.key"] {
+        assert!(gw.join(file).is_file(), "provision --cert wrote no {file}");
+    }
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(gw.join("device.key")).unwrap().permissions());
+    assert_eq!(key_mode & 0o077, 0, "device.key is readable by others");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.join("agent.json")).unwrap()).unwrap();
+    assert_eq!(config["broker"]["tls"], true, "--cert implies --tls");
+    assert_eq!(config["password"], "", "a device with a certificate holds no password");
+
+    let log = dir.path().join("gw-cert.log");
+    let agent = start_agent(&gw, std::fs::File::create(&log).unwrap());
+    let out = fleetctl(&data, &["device", "wait", "gw-cert", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let module = dir.path().join("hello.wasm");
+    std::fs::write(&module, fleet_example_jobs::HELLO).unwrap();
+    let out = fleetctl(&data, &["job", "push", module.to_str().unwrap(), "--target", "gw-cert", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A certificate from another controller's CA never gets past the handshake.
+    let other = dir.path().join("other");
+    let stranger = dir.path().join("stranger");
+    let out = fleetctl(&other, &["device", "provision", "gw-x", "--cert", "--out", stranger.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let forged = dir.path().join("gw-forged");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-forged", "--cert", "--broker", &broker, "--out", forged.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["device.crt", "device.key"] {
+        std::fs::copy(stranger.join(file), forged.join(file)).unwrap();
+    }
+    let forged_log = dir.path().join("gw-forged.log");
+    let _forged = start_agent(&forged, std::fs::File::create(&forged_log).unwrap());
+    let out = fleetctl(&data, &["device", "wait", "gw-forged", "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1), "a certificate from another CA logged in: {}", text(&out.stderr));
+
+    // Provisioned again (a replaced unit): the running agent with the old certificate is
+    // cut off and cannot log in again; the new certificate can.
+    let replaced = dir.path().join("gw-cert-new");
+    let out = fleetctl(
+        &data,
+        &[
+            "device",
+            "provision",
+            "gw-cert",
+            "--cert",
+            "--replace",
+            "--broker",
+            &broker,
+            "--out",
+            replaced.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_log(&log, "MQTT link down");
+    let refused_before = broker_counter(&data, "failed_logins");
+    let started = Instant::now();
+    while broker_counter(&data, "failed_logins") <= refused_before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the revoked certificate was never refused");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(agent);
+    let _new = start_agent(&replaced, Stdio::null());
+    let out = fleetctl(&data, &["device", "wait", "gw-cert", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Removed: cut off, and its certificate opens nothing.
+    let out = fleetctl(&data, &["device", "remove", "gw-cert"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = fleetctl(&data, &["device", "show", "gw-cert", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "removed", "{shown}");
+    let refused_before = broker_counter(&data, "failed_logins");
+    let started = Instant::now();
+    while broker_counter(&data, "failed_logins") <= refused_before {
+        assert!(started.elapsed() < Duration::from_secs(30), "the removed device's certificate was never refused");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// One of the embedded broker's counters, as serve last reported them.
+fn broker_counter(data: &Path, name: &str) -> u64 {
+    let out = fleetctl(data, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["controller"]["broker_counters"][name].as_u64().unwrap_or(0)
+}
+
 /// mosquitto as the broker, over TLS, configured from what `fleetctl broker acl` writes
 /// (its certificate from the controller's CA): `serve --broker mqtts://` and an agent
-/// provisioned with `--tls` both reach it, and a job runs.
+/// provisioned with `--tls` both reach it, and a job runs. A second listener takes
+/// client certificates only (`require_certificate`, `use_identity_as_username`): an
+/// agent provisioned with `--cert` logs in there as its certificate names it, and the
+/// same ACL holds it to its own topics.
 #[test]
 fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
     let mosquitto = fleet_hil::mosquitto::Mosquitto::available().expect("mosquitto (CI installs it)");
@@ -224,6 +364,14 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
     let gw = dir.path().join("gw-mq");
     let out =
         fleetctl(&data, &["device", "provision", "gw-mq", "--tls", "--broker", &broker, "--out", gw.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cert_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gw_cert = dir.path().join("gw-mq-cert");
+    let cert_broker = format!("127.0.0.1:{cert_port}");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-mq-cert", "--cert", "--broker", &cert_broker, "--out", gw_cert.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mq = dir.path().join("mosquitto");
     let out = fleetctl(&data, &["broker", "acl", "--out", mq.to_str().unwrap()]);
@@ -240,6 +388,12 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
          cafile {dir}/ca.pem\n\
          certfile {dir}/mosquitto.crt\n\
          keyfile {dir}/mosquitto.key\n\
+         listener {cert_port} 127.0.0.1\n\
+         cafile {dir}/ca.pem\n\
+         certfile {dir}/mosquitto.crt\n\
+         keyfile {dir}/mosquitto.key\n\
+         require_certificate true\n\
+         use_identity_as_username true\n\
          persistence false\n\
          log_dest stderr\n\
          {user}",
@@ -265,7 +419,8 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
     let url = format!("mqtts://{broker}");
     let _serve = start_serve(&data, &["--broker", &url, "--api-listen", "127.0.0.1:0"]);
     let _agent = start_agent(&gw, Stdio::null());
-    let out = fleetctl(&data, &["device", "wait", "gw-mq", "--timeout", "60s"]);
+    let _agent_cert = start_agent(&gw_cert, Stdio::null());
+    let out = fleetctl(&data, &["device", "wait", "gw-mq", "gw-mq-cert", "--timeout", "60s"]);
     let mosquitto_log = std::fs::read_to_string(mq.join("mosquitto.log")).unwrap_or_default();
     assert!(out.status.success(), "{}\nmosquitto:\n{mosquitto_log}", text(&out.stderr));
     let module = dir.path().join("hello.wasm");
@@ -274,5 +429,7 @@ fn the_controller_and_an_agent_reach_mosquitto_over_tls() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = fleetctl(&data, &["job", "results", "--json"]);
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results[0]["output"], "hello from gw-mq");
+    let mut outputs: Vec<&str> = results.as_array().unwrap().iter().filter_map(|r| r["output"].as_str()).collect();
+    outputs.sort();
+    assert_eq!(outputs, ["hello from gw-mq", "hello from gw-mq-cert"]);
 }

@@ -44,6 +44,7 @@ pub fn new_device(name: &str, labels: &str) -> NewDevice {
         // 12 bytes of salt, as `fleetctl device provision` uses: mosquitto drops an entry
         // whose salt is any other length ("Unable to decode password salt").
         mosquitto_hash: fleet_controller::acl::mosquitto_hash(&password(name), b"salt-12bytes"),
+        cert_sha256: None,
     }
 }
 

@@ -93,9 +93,13 @@ pub enum AgentError {
     },
 }
 
-/// A TLS client configuration trusting only the CA certificates in `ca` (PEM).
-fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+/// A TLS client configuration trusting only the CA certificates in `ca` (PEM), and
+/// presenting `identity` (mTLS) when there is one.
+fn tls_config(
+    ca: &std::path::Path,
+    identity: Option<&settings::ClientIdentity>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, AgentError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     let bad = |why: String| AgentError::Unsupported(format!("the broker CA {}: {why}", ca.display()));
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
@@ -108,8 +112,24 @@ fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfi
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some(identity) => {
+            let bad = |path: &std::path::Path, why: String| {
+                AgentError::Unsupported(format!("the client certificate {}: {why}", path.display()))
+            };
+            let chain = CertificateDer::pem_file_iter(&identity.cert)
+                .map_err(|e| bad(&identity.cert, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(&identity.cert, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(bad(&identity.cert, "no certificate in it".into()));
+            }
+            let key = PrivateKeyDer::from_pem_file(&identity.key).map_err(|e| bad(&identity.key, e.to_string()))?;
+            config.with_client_auth_cert(chain, key).map_err(|e| bad(&identity.cert, e.to_string()))?
+        }
+    };
     Ok(std::sync::Arc::new(config))
 }
 
@@ -124,7 +144,7 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
     // broker's host; there is no plain fallback (it would send the password in clear).
     let tls = match (&settings.device.broker.tls, &settings.broker_ca) {
         (false, _) => None,
-        (true, Some(ca)) => Some(tls_config(ca)?),
+        (true, Some(ca)) => Some(tls_config(ca, settings.client_identity.as_ref())?),
         (true, None) => {
             return Err(AgentError::Unsupported(
                 "the device config has broker.tls = true and no CA to check the broker against".to_string(),

@@ -49,6 +49,20 @@ pub enum SettingsError {
          checked (copy ca.pem from `fleetctl device provision --tls` beside agent.json)"
     )]
     NoBrokerCa(PathBuf),
+    /// A client certificate without its key, or the other way round.
+    #[error(
+        "{present} is there and {missing} is not: a client certificate needs its key (copy both from \
+         `fleetctl device provision --cert` beside agent.json)"
+    )]
+    HalfAnIdentity {
+        /// The file found.
+        present: PathBuf,
+        /// The file missing.
+        missing: PathBuf,
+    },
+    /// A client certificate with a config that does not ask for TLS.
+    #[error("{0} is there but the device config has broker.tls = false: a client certificate needs MQTT over TLS")]
+    IdentityWithoutTls(PathBuf),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -156,10 +170,27 @@ pub struct Settings {
     /// With `broker.tls`: the CA the broker's certificate must chain to (`ca.pem`
     /// beside the config, as `fleetctl device provision --tls` writes it).
     pub broker_ca: Option<PathBuf>,
+    /// With `broker.tls`, optionally: the client certificate and key the agent logs in
+    /// with instead of its password (mTLS; `device.crt` and `device.key` beside the
+    /// config, as `fleetctl device provision --cert` writes them).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// The broker CA's file name beside `agent.json`.
 pub const BROKER_CA_FILE: &str = "ca.pem";
+/// The client certificate's file name beside `agent.json`.
+pub const CLIENT_CERT_FILE: &str = "device.crt";
+/// Its key's file name beside `agent.json`.
+pub const CLIENT_KEY_FILE: &str = "device.key";
 
 impl Settings {
     /// Reads `config` (agent.json), the local file beside it if there is one, and applies
@@ -219,8 +250,17 @@ impl Settings {
         } else {
             None
         };
+        let (cert, key) = (config_dir.join(CLIENT_CERT_FILE), config_dir.join(CLIENT_KEY_FILE));
+        let client_identity = match (cert.is_file(), key.is_file()) {
+            (false, false) => None,
+            (true, false) => return Err(SettingsError::HalfAnIdentity { present: cert, missing: key }),
+            (false, true) => return Err(SettingsError::HalfAnIdentity { present: key, missing: cert }),
+            (true, true) if !device.broker.tls => return Err(SettingsError::IdentityWithoutTls(cert)),
+            (true, true) => Some(ClientIdentity { cert, key }),
+        };
         Ok(Self {
             broker_ca,
+            client_identity,
             device,
             state_dir,
             data,

@@ -314,6 +314,7 @@ pub fn registration(device: &Identity) -> NewDevice {
         password_hash: password_hash(device.password.as_bytes()),
         // mosquitto reads only 12-byte salts.
         mosquitto_hash: mosquitto_hash(&device.password, b"bench-salt12"),
+        cert_sha256: None,
     }
 }
 

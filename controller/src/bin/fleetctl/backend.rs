@@ -478,15 +478,8 @@ impl Backend {
             Backend::Local { dir, .. } => {
                 let dir = dir.clone();
                 self.local(true, |store| {
-                    let config =
-                        operate::provision(store, request, &actor(), fleet_controller::unix_ms()).map_err(op)?;
-                    let ca_pem = if request.tls {
-                        let ca = fleet_controller::tls::ensure_ca(&dir.join("tls"))?;
-                        Some(std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?)
-                    } else {
-                        None
-                    };
-                    Ok(operate::Provisioned { config, ca_pem })
+                    operate::provision(store, request, &dir.join("tls"), &actor(), fleet_controller::unix_ms())
+                        .map_err(op)
                 })
             }
         }

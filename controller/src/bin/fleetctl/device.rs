@@ -44,6 +44,12 @@ pub enum DeviceCommand {
         /// ca.pem, and never falls back to plain MQTT. Gateways only.
         #[arg(long)]
         tls: bool,
+        /// Log in with a client certificate instead of a password (mTLS; implies --tls):
+        /// the controller's CA issues one naming the device, written beside agent.json
+        /// as device.crt and device.key (0600). Removing or re-provisioning the device
+        /// revokes it at once on the embedded broker. Gateways only.
+        #[arg(long)]
+        cert: bool,
         /// For --kind mcu: the firmware image (ELF) to put beside the config as
         /// firmware.elf, so the directory holds everything flash.sh flashes.
         #[arg(long, value_name = "ELF")]
@@ -103,9 +109,10 @@ pub enum DeviceCommand {
 
 pub fn run(backend: impl FnOnce() -> anyhow::Result<Backend>, command: DeviceCommand) -> Outcome {
     match command {
-        DeviceCommand::Provision { id, labels, kind, out, broker, tls, firmware, replace } => {
+        DeviceCommand::Provision { id, labels, kind, out, broker, tls, cert, firmware, replace } => {
+            let tls = tls || cert;
             let broker = broker.unwrap_or_else(|| if tls { "127.0.0.1:8883" } else { "127.0.0.1:1883" }.to_string());
-            provision(&backend()?, &id, &labels, &kind, &out, (&broker, tls), firmware.as_deref(), replace)
+            provision(&backend()?, &id, &labels, &kind, &out, (&broker, tls, cert), firmware.as_deref(), replace)
         }
         DeviceCommand::Remove { id } => remove(&backend()?, &id),
         DeviceCommand::Wait { ids, timeout } => wait(&backend()?, &ids, timeout),
@@ -124,7 +131,7 @@ fn provision(
     labels: &str,
     kind: &str,
     out: &Path,
-    (broker, tls): (&str, bool),
+    (broker, tls, certificate): (&str, bool, bool),
     firmware: Option<&Path>,
     replace: bool,
 ) -> Outcome {
@@ -165,24 +172,39 @@ fn provision(
         .into());
     }
 
-    let request =
-        ProvisionRequest { id: id.clone(), labels, kind, broker_host: host.clone(), broker_port: port, tls, replace };
+    let request = ProvisionRequest {
+        id: id.clone(),
+        labels,
+        kind,
+        broker_host: host.clone(),
+        broker_port: port,
+        tls,
+        certificate,
+        replace,
+    };
     // Registered first (the controller makes the keys and keeps only the public one and a
     // password hash); if the files cannot be written after, `--replace` gives the device
     // new credentials.
     let provisioned = backend.provision(&request)?;
-    let config = provisioned.config;
+    let config = &provisioned.config;
     if replace {
-        for name in
-            ["agent.json", "agent.postcard", "config-block.bin", QEMU_FLASH_FILE, "flash.sh", FIRMWARE_FILE, "ca.pem"]
-        {
+        for name in [
+            "agent.json",
+            "agent.postcard",
+            "config-block.bin",
+            QEMU_FLASH_FILE,
+            "flash.sh",
+            FIRMWARE_FILE,
+            "ca.pem",
+            DEVICE_CERT_FILE,
+            DEVICE_KEY_FILE,
+        ] {
             let _ = std::fs::remove_file(out.join(name));
         }
     }
-    let written = write_device_files(out, &config, provisioned.ca_pem.as_deref(), firmware, (&host, port))
-        .with_context(|| {
-            format!("{id} is provisioned, but its files could not be written; fix that and run again with --replace")
-        })?;
+    let written = write_device_files(out, config, &provisioned, firmware, (&host, port)).with_context(|| {
+        format!("{id} is provisioned, but its files could not be written; fix that and run again with --replace")
+    })?;
     for path in &written {
         eprintln!("wrote {}", path.display());
     }
@@ -205,13 +227,19 @@ fn provision(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes what a device needs into `out`: `agent.json` (0600), with TLS its `ca.pem`,
-/// and for a microcontroller what is flashed (the config block, a QEMU flash image,
-/// `flash.sh`, and the firmware when given). Returns the files written.
+/// The device's client certificate beside `agent.json` (`--cert`), as `fleet-agent` looks for it.
+const DEVICE_CERT_FILE: &str = "device.crt";
+/// Its private key.
+const DEVICE_KEY_FILE: &str = "device.key";
+
+/// Writes what a device needs into `out`: `agent.json` (0600), with TLS its `ca.pem`
+/// (and with a certificate `device.crt`, `device.key` 0600), and for a microcontroller
+/// what is flashed (the config block, a QEMU flash image, `flash.sh`, and the firmware
+/// when given). Returns the files written.
 fn write_device_files(
     out: &Path,
     config: &DeviceConfig,
-    ca_pem: Option<&str>,
+    provisioned: &fleet_controller::operate::Provisioned,
     firmware: Option<Vec<u8>>,
     (host, port): (&str, u16),
 ) -> anyhow::Result<Vec<PathBuf>> {
@@ -219,9 +247,17 @@ fn write_device_files(
     let config_path = out.join("agent.json");
     write_secret(&config_path, &serde_json::to_string_pretty(config)?)?;
     let mut written = vec![config_path];
-    if let Some(ca) = ca_pem {
+    if let Some(ca) = &provisioned.ca_pem {
         let path = out.join("ca.pem");
         std::fs::write(&path, ca).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    if let (Some(cert), Some(key)) = (&provisioned.cert_pem, &provisioned.key_pem) {
+        let path = out.join(DEVICE_CERT_FILE);
+        std::fs::write(&path, cert).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+        let path = out.join(DEVICE_KEY_FILE);
+        write_secret(&path, key.trim_end())?;
         written.push(path);
     }
     if config.runtime == DeviceKind::Mcu.runtime() {
