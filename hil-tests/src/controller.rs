@@ -104,6 +104,9 @@ pub enum ServeBroker {
 pub struct Controller {
     fleetctl: Fleetctl,
     broker: ServeBroker,
+    /// With the embedded broker: where its MQTT-over-TLS listener is kept across
+    /// restarts (`None`: a free port at each start, unused by the fleet).
+    tls: Option<SocketAddr>,
     log_filter: String,
     logs: Logs,
     child: Option<ChildProcess>,
@@ -116,6 +119,7 @@ impl Controller {
         Ok(Self {
             fleetctl: Fleetctl::new(data_dir),
             broker,
+            tls: None,
             log_filter: "info,rumqttd=warn".into(),
             logs: Logs::new(log)?,
             child: None,
@@ -128,6 +132,18 @@ impl Controller {
     pub fn with_log_filter(mut self, filter: &str) -> Self {
         self.log_filter = filter.to_string();
         self
+    }
+
+    /// With the embedded broker's MQTT over TLS kept on one port (what devices
+    /// provisioned with `--tls` reach), across restarts.
+    pub fn with_tls(mut self) -> Result<Self> {
+        self.tls = Some(free_port()?);
+        Ok(self)
+    }
+
+    /// Where the embedded broker's MQTT over TLS is, if the fleet uses it.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
     }
 
     /// Its logs.
@@ -147,14 +163,19 @@ impl Controller {
         self.starts
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildProcess::pid)
+    }
+
     /// Whether it is running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(ChildProcess::is_running)
     }
 
     /// Starts `serve` and waits until it says it is up. With the embedded broker, if its
-    /// port cannot be bound again, it moves to a fresh port; the returned address is the
-    /// one in force (the fleet points its proxies there).
+    /// port cannot be bound again, it moves to a fresh port (its TLS port too); the
+    /// returned address is the one in force (the fleet points its proxies there).
     pub fn start(&mut self) -> Result<SocketAddr> {
         if self.is_running() {
             return Ok(self.broker_addr());
@@ -166,6 +187,9 @@ impl Controller {
                     // The port was taken while we were down: take another.
                     if let ServeBroker::Embedded(_) = self.broker {
                         self.broker = ServeBroker::Embedded(free_port()?);
+                        if self.tls.is_some() {
+                            self.tls = Some(free_port()?);
+                        }
                     }
                 }
             }
@@ -183,7 +207,8 @@ impl Controller {
         // The operator API on a free port: fleetctl finds it through the data directory.
         command.arg("--api-listen").arg("127.0.0.1:0");
         if matches!(self.broker, ServeBroker::Embedded(_)) {
-            command.arg("--tls-listen").arg("127.0.0.1:0");
+            let tls = self.tls.map_or_else(|| "127.0.0.1:0".to_string(), |addr| addr.to_string());
+            command.arg("--tls-listen").arg(tls);
         }
         match self.broker {
             ServeBroker::Embedded(addr) => command.arg("--listen").arg(addr.to_string()),

@@ -68,6 +68,10 @@ pub struct FleetOptions {
     pub tuning: AgentTuning,
     /// How long to wait for the fleet to do something before calling it a hang.
     pub guard: Duration,
+    /// MQTT over TLS for every gateway (embedded broker only): half of them log in with
+    /// a password (`provision --tls`), half with a client certificate (`--cert`). Boards
+    /// have no TLS client and stay on the broker's plain port, as on a private link.
+    pub tls: bool,
 }
 
 impl FleetOptions {
@@ -78,7 +82,14 @@ impl FleetOptions {
             broker: BrokerMode::Embedded,
             tuning: AgentTuning::default(),
             guard: Duration::from_secs(120),
+            tls: false,
         }
+    }
+
+    /// With MQTT over TLS for every gateway (see [`FleetOptions::tls`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// With this broker.
@@ -151,6 +162,13 @@ struct Slot {
     config: DeviceConfig,
 }
 
+impl Slot {
+    /// Whether the device reaches the broker's TLS port.
+    fn tls(&self) -> bool {
+        self.config.broker.tls
+    }
+}
+
 /// The fleet under test.
 pub struct Fleet {
     options: FleetOptions,
@@ -195,7 +213,13 @@ impl Fleet {
                 (ServeBroker::External(mosquitto.addr()), Some(mosquitto))
             }
         };
-        let controller = Controller::new(&data, serve_broker, &path.join("controller.log"))?;
+        let mut controller = Controller::new(&data, serve_broker, &path.join("controller.log"))?;
+        if options.tls {
+            if options.broker != BrokerMode::Embedded {
+                return Err(HarnessError::Usage("a TLS fleet runs on the embedded broker".into()));
+            }
+            controller = controller.with_tls()?;
+        }
         for sub in ["jobs", "devices"] {
             let sub = path.join(sub);
             std::fs::create_dir_all(&sub).map_err(io(format!("cannot create {}", sub.display())))?;
@@ -263,11 +287,20 @@ impl Fleet {
         if self.devices.contains_key(id) {
             return Err(HarnessError::Usage(format!("device {id} is already in the fleet")));
         }
-        let proxy = FaultProxy::start(self.broker_addr())?;
+        let tls = match self.controller.tls_addr() {
+            Some(addr) if kind == DeviceKind::Linux => Some(addr),
+            _ => None,
+        };
+        let proxy = FaultProxy::start(tls.unwrap_or(self.broker_addr()))?;
         let dir = self.path.join("devices").join(id);
         let out = dir.display().to_string();
         let broker = proxy.addr().to_string();
         let mut args = vec!["device", "provision", id, "--kind", kind.as_str(), "--out", &out, "--broker", &broker];
+        if tls.is_some() {
+            // Every other gateway with a client certificate, the rest with a password.
+            let certificates = self.devices.values().filter(|s| s.tls()).count();
+            args.push(if certificates % 2 == 0 { "--tls" } else { "--cert" });
+        }
         if !labels.is_empty() {
             args.extend(["--labels", labels]);
         }
@@ -346,8 +379,9 @@ impl Fleet {
     fn start_controller(&mut self) -> Result<()> {
         let addr = self.controller.start()?;
         if self.mosquitto.is_none() {
+            let tls = self.controller.tls_addr();
             for slot in self.devices.values() {
-                slot.proxy.set_upstream(addr);
+                slot.proxy.set_upstream(if slot.tls() { tls.unwrap_or(addr) } else { addr });
             }
         }
         Ok(())

@@ -32,6 +32,7 @@ mod s09_cancel_abort;
 mod s10_topic_acl;
 mod s11_inference;
 mod s12_store_wiped;
+mod s13_tls_everywhere;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -77,6 +78,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "s10_device_refused_other_devices_topics", run: s10_topic_acl::run, ignore: None },
     Scenario { name: "s11_inference_runs_where_the_data_is", run: s11_inference::run, ignore: None },
     Scenario { name: "s12_store_wiped_mid_rollout", run: s12_store_wiped::run, ignore: None },
+    Scenario { name: "s13_tls_on_every_link", run: s13_tls_everywhere::run, ignore: None },
 ];
 
 /// What every scenario shares: the boards, if they can run here.
