@@ -58,6 +58,71 @@ fn counter_name(prefix: &str, name: &str) -> String {
     metric
 }
 
+/// How long the store's commits take (the `fsync` of each write transaction), in this
+/// process: what every push, every recorded event and every signed envelope waits for.
+pub static COMMITS: Histogram = Histogram::new();
+
+/// Upper bounds of [`Histogram`]'s buckets, in microseconds (250 µs to 1 s).
+const BUCKETS_US: [u64; 12] =
+    [250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
+/// A latency histogram in the Prometheus sense: cumulative buckets, a sum and a count.
+/// Lock-free, so the store's commit path only adds two atomic increments.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Observations in each bucket (not cumulative); the last one is above every bound.
+    buckets: [std::sync::atomic::AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: std::sync::atomic::AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub const fn new() -> Self {
+        Self {
+            buckets: [const { std::sync::atomic::AtomicU64::new(0) }; BUCKETS_US.len() + 1],
+            sum_us: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(BUCKETS_US.len());
+        if let Some(slot) = self.buckets.get(bucket) {
+            slot.fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Writes the histogram as the family `name`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, slot) in self.buckets.iter().enumerate() {
+            cumulative += slot.load(Relaxed);
+            match BUCKETS_US.get(i) {
+                Some(bound) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The broker's counters that are gauges, not totals.
 const BROKER_GAUGES: [&str; 1] = ["open_connections"];
 
@@ -106,6 +171,11 @@ pub fn render(store: &Store) -> Result<String, StoreError> {
         &[],
         snapshot.envelopes,
     );
+    COMMITS.render(
+        &mut out,
+        "fleet_store_commit_duration_seconds",
+        "How long the store's commits took in this controller process (each one's fsync).",
+    );
     for (name, value) in store.counters()? {
         let metric = counter_name("fleet_controller_", &name);
         Family::new(&mut out, &metric, "counter", &format!("The controller's `{name}` counter.")).sample(
@@ -143,5 +213,27 @@ mod tests {
         assert_eq!(counter_name("fleet_controller_", "events.malformed"), "fleet_controller_events_malformed_total");
         assert_eq!(counter_name("fleet_api_", "requests_total"), "fleet_api_requests_total");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_histogram_is_cumulative_with_its_sum_and_count() {
+        let histogram = Histogram::new();
+        for us in [100, 250, 251, 4_000, 2_000_000] {
+            histogram.observe(std::time::Duration::from_micros(us));
+        }
+        let mut out = String::new();
+        histogram.render(&mut out, "t_seconds", "test");
+        for line in [
+            "# TYPE t_seconds histogram",
+            "t_seconds_bucket{le=\"0.00025\"} 2",
+            "t_seconds_bucket{le=\"0.0005\"} 3",
+            "t_seconds_bucket{le=\"0.005\"} 4",
+            "t_seconds_bucket{le=\"1\"} 4",
+            "t_seconds_bucket{le=\"+Inf\"} 5",
+            "t_seconds_sum 2.004601",
+            "t_seconds_count 5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no `{line}` in\n{out}");
+        }
     }
 }

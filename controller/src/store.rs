@@ -584,7 +584,11 @@ enum Tx<'a> {
 impl Tx<'_> {
     fn commit(self) -> Result<()> {
         match self {
-            Tx::Own(tx) => tx.commit()?,
+            Tx::Own(tx) => {
+                let started = std::time::Instant::now();
+                tx.commit()?;
+                crate::metrics::COMMITS.observe(started.elapsed());
+            }
             Tx::Nested(sp) => sp.commit()?,
         }
         Ok(())
@@ -679,10 +683,12 @@ impl Store {
         if self.conn.is_autocommit() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         if let Err(error) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(error.into());
         }
+        crate::metrics::COMMITS.observe(started.elapsed());
         Ok(())
     }
 

@@ -170,6 +170,16 @@ fn tokens_and_roles_decide_what_a_client_may_do_over_tls() {
             || metrics.contains("fleet_executions{state=\"queued\"} 1"),
         "{metrics}"
     );
+    // The store's commit latency, a histogram: the push above committed at least once.
+    assert!(metrics.lines().any(|l| l == "# TYPE fleet_store_commit_duration_seconds histogram"), "{metrics}");
+    let commits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fleet_store_commit_duration_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(commits >= 1, "no commit counted:\n{metrics}");
+    let infinite = format!("fleet_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {commits}");
+    assert!(metrics.lines().any(|l| l == infinite), "the +Inf bucket is not the count:\n{metrics}");
     assert_eq!(http.get(url("/metrics")).send().unwrap().status().as_u16(), 401);
 
     // Bad input is a 400 that says why, not a crash.

@@ -56,13 +56,23 @@ impl Settings {
 }
 
 /// New connections a second while a swarm connects.
-const CONNECTS_PER_SECOND: u32 = 2_000;
+pub const CONNECTS_PER_SECOND: u32 = 2_000;
 
 /// A fleet of `devices`, all connected and recorded online.
 async fn online_fleet(broker: BrokerKind, devices: usize, tag: &str) -> anyhow::Result<(BenchFleet, Swarm)> {
+    online_fleet_with(broker, devices, tag, false).await
+}
+
+/// Like [`online_fleet`]; with `tls`, every device on MQTT over TLS.
+pub async fn online_fleet_with(
+    broker: BrokerKind,
+    devices: usize,
+    tag: &str,
+    tls: bool,
+) -> anyhow::Result<(BenchFleet, Swarm)> {
     raise_open_file_limit(broker, devices)?;
-    let fleet = BenchFleet::start(broker, devices, tag).await?;
-    let mut swarm = Swarm::start(fleet.broker(), fleet.trust(), fleet.devices().to_vec(), CONNECTS_PER_SECOND);
+    let fleet = BenchFleet::start_with(broker, devices, tag, tls).await?;
+    let mut swarm = Swarm::start(&fleet.link(), fleet.trust(), fleet.devices().to_vec(), CONNECTS_PER_SECOND);
     let guard = Duration::from_secs(60) + Duration::from_millis(2 * devices as u64);
     swarm.wait_ready(guard).await.with_context(|| format!("{} devices connecting to {}", devices, broker.name()))?;
     fleet.wait_online(guard).await?;
@@ -80,8 +90,8 @@ fn ids(fleet: &BenchFleet) -> Vec<DeviceId> {
 
 /// Seconds from push to every execution succeeded: the first job on a fresh broker,
 /// then a second job to the same fleet.
-async fn fan_out_once(broker: BrokerKind, n: usize) -> anyhow::Result<(f64, f64)> {
-    let (mut fleet, swarm) = online_fleet(broker, n, "fan").await?;
+async fn fan_out_once(broker: BrokerKind, n: usize, tls: bool) -> anyhow::Result<(f64, f64)> {
+    let (mut fleet, swarm) = online_fleet_with(broker, n, "fan", tls).await?;
     let targets = ids(&fleet);
     let guard = Duration::from_secs(120) + Duration::from_millis(20 * n as u64);
     let mut rounds = Vec::new();
@@ -93,8 +103,9 @@ async fn fan_out_once(broker: BrokerKind, n: usize) -> anyhow::Result<(f64, f64)
     }
     let stats = swarm.stats();
     println!(
-        "fan-out on {}: {n} devices, first job {:.2} s, next job {:.2} s ({} runs, {} link errors, {} dropped requests)",
+        "fan-out on {}{}: {n} devices, first job {:.2} s, next job {:.2} s ({} runs, {} link errors, {} dropped requests)",
         broker.name(),
+        if tls { " over TLS" } else { "" },
         rounds[0],
         rounds[1],
         stats.runs.load(Ordering::Relaxed),
@@ -127,9 +138,11 @@ pub async fn fan_out(settings: &Settings, table: &mut Table) -> anyhow::Result<(
     // size, whichever broker it is on (measured both ways round): the swarm's first 10,000
     // devices grow the heap and warm the kernel's socket paths. So one untimed round
     // first, and both brokers are measured warm.
-    fan_out_once(BrokerKind::Embedded, fits).await?;
-    let embedded = fan_out_once(BrokerKind::Embedded, fits).await?;
-    let mosquitto = if settings.mosquitto { Some(fan_out_once(BrokerKind::Mosquitto, fits).await?) } else { None };
+    fan_out_once(BrokerKind::Embedded, fits, false).await?;
+    let embedded = fan_out_once(BrokerKind::Embedded, fits, false).await?;
+    let tls = fan_out_once(BrokerKind::Embedded, fits, true).await?;
+    let mosquitto =
+        if settings.mosquitto { Some(fan_out_once(BrokerKind::Mosquitto, fits, false).await?) } else { None };
     for (label, ours, peer) in [
         ("first job on a fresh broker", embedded.0, mosquitto.map(|m| m.0)),
         ("next job", embedded.1, mosquitto.map(|m| m.1)),
@@ -146,6 +159,18 @@ pub async fn fan_out(settings: &Settings, table: &mut Table) -> anyhow::Result<(
             None => table.add(table::alone(figure, format!("{ours:.1} s"), conditions(fits))),
         }
     }
+    for (label, ours, plain) in [("first job", tls.0, embedded.0), ("next job", tls.1, embedded.1)] {
+        table.add(Row {
+            figure: format!("fan-out, {} devices, MQTT over TLS, {label}", table::thousands(fits as u64)),
+            ours: format!("{ours:.1} s (TLS 1.3)"),
+            peer: format!("{plain:.1} s (plain MQTT, same run)"),
+            ratio: table::time_ratio(ours, plain),
+            conditions: format!(
+                "{}; every device on the embedded broker's TLS port (ECDSA P-256 certificate from the controller's CA)",
+                conditions(fits)
+            ),
+        });
+    }
     if fits < n {
         let limit = open_file_limit();
         let why = format!(
@@ -153,7 +178,7 @@ pub async fn fan_out(settings: &Settings, table: &mut Table) -> anyhow::Result<(
             table::thousands(per_device_files(BrokerKind::Embedded) * n as u64 + RESERVED_FILES)
         );
         if settings.mosquitto {
-            let (cold, warm) = fan_out_once(BrokerKind::Mosquitto, n).await?;
+            let (cold, warm) = fan_out_once(BrokerKind::Mosquitto, n, false).await?;
             table.add(Row {
                 figure: format!("fan-out, {} devices", table::thousands(n as u64)),
                 ours: "-".into(),

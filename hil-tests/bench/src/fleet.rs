@@ -66,11 +66,32 @@ pub struct BenchFleet {
     controller: Option<Controller>,
     mosquitto: Option<Mosquitto>,
     broker: SocketAddr,
+    /// With MQTT over TLS: the embedded broker's TLS port and a client configuration
+    /// trusting the controller's CA.
+    tls: Option<(SocketAddr, std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>)>,
+}
+
+/// How the swarm's devices reach the broker.
+#[derive(Clone)]
+pub struct Link {
+    /// The broker's address.
+    pub addr: SocketAddr,
+    /// MQTT over TLS with this client configuration; plain TCP without.
+    pub tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl BenchFleet {
     /// A controller on `broker` with `devices` registered (ids `{tag}-00000`...).
     pub async fn start(broker: BrokerKind, devices: usize, tag: &str) -> anyhow::Result<Self> {
+        Self::start_with(broker, devices, tag, false).await
+    }
+
+    /// Like [`BenchFleet::start`]; with `tls`, the embedded broker also serves MQTT over
+    /// TLS and [`BenchFleet::link`] points there.
+    pub async fn start_with(broker: BrokerKind, devices: usize, tag: &str, tls: bool) -> anyhow::Result<Self> {
+        if tls && broker != BrokerKind::Embedded {
+            bail!("the TLS figures run on the embedded broker");
+        }
         let mut dir = tempfile::Builder::new().prefix("fleet-bench-").tempdir()?;
         if std::env::var_os("FLEET_BENCH_KEEP").is_some() {
             // For looking into a run afterwards (the controller's log is in it).
@@ -117,8 +138,19 @@ impl BenchFleet {
         let log = dir.path().join("controller.log");
         let mut controller = Controller::new(data.path(), choice, &log)?
             .with_log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()));
+        if tls {
+            controller = controller.with_tls()?;
+        }
         let broker = controller.start()?;
+        let tls = match controller.tls_addr() {
+            Some(addr) => {
+                let config = fleet_controller::tls::client_config(&data.path().join("tls/ca.pem"))?;
+                Some((addr, config))
+            }
+            None => None,
+        };
         Ok(Self {
+            tls,
             _dir: dir,
             data,
             api: None,
@@ -133,9 +165,17 @@ impl BenchFleet {
         })
     }
 
-    /// Where devices connect.
-    pub fn broker(&self) -> SocketAddr {
-        self.broker
+    /// How devices connect: MQTT over TLS when the fleet was started with it.
+    pub fn link(&self) -> Link {
+        match &self.tls {
+            Some((addr, config)) => Link { addr: *addr, tls: Some(config.clone()) },
+            None => Link { addr: self.broker, tls: None },
+        }
+    }
+
+    /// The controller's process id.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().and_then(Controller::pid)
     }
 
     /// The registered devices.
@@ -168,6 +208,11 @@ impl BenchFleet {
 
     /// Waits until the controller has recorded every device online.
     pub async fn wait_online(&self, guard: Duration) -> anyhow::Result<()> {
+        self.wait_online_count(self.devices.len(), guard).await
+    }
+
+    /// Waits until the controller has recorded `n` devices online.
+    pub async fn wait_online_count(&self, n: usize, guard: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             let online = self
@@ -176,11 +221,11 @@ impl BenchFleet {
                 .iter()
                 .filter(|d| d.status.as_ref().is_some_and(|s| s.state == Presence::Online))
                 .count();
-            if online == self.devices.len() {
+            if online >= n {
                 return Ok(());
             }
             if started.elapsed() > guard {
-                bail!("only {online} of {} devices recorded online within {guard:?}", self.devices.len());
+                bail!("only {online} of {n} devices recorded online within {guard:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

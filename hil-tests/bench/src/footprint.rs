@@ -113,13 +113,13 @@ async fn agent_memory(
     })
 }
 
-struct Memory {
-    rss_kib: u64,
-    peak_kib: u64,
+pub struct Memory {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
 }
 
 /// VmRSS and VmHWM of a process.
-fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("process {pid} is gone (did fleet-agent exit?)"))?;
     let field = |name: &str| {

@@ -15,6 +15,7 @@
 //! |---|---|
 //! | [`fanout`] | one job to N devices; push-to-result latency; jobs per second to 1,000 devices |
 //! | [`micro`] | event ingest into SQLite, envelope verification, wasmtime against wasmi |
+//! | [`tls`] | what MQTT over TLS costs a connection: connect time, controller memory |
 //! | [`footprint`] | `fleet-agent` binary size and memory, firmware flash and RAM |
 //!
 //! The devices of the fleet figures are simulated in this process ([`swarm`] says what
@@ -27,6 +28,7 @@ mod inference;
 mod micro;
 mod swarm;
 mod table;
+mod tls;
 
 use std::time::Instant;
 
@@ -44,8 +46,8 @@ struct Cli {
     /// Devices in the fan-out (default: 10,000; 1,000 with --quick).
     #[arg(long)]
     devices: Option<usize>,
-    /// Only these figure groups (fanout, latency, throughput, ingest, crypto, runtimes,
-    /// inference, footprint); all when left out.
+    /// Only these figure groups (fanout, latency, throughput, tls, ingest, crypto,
+    /// runtimes, inference, footprint); all when left out.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave out the mosquitto columns (for a machine without mosquitto).
@@ -81,7 +83,7 @@ fn main() -> anyhow::Result<()> {
 
     // The fleets run the real `fleetctl serve` (and the footprint the real fleet-agent):
     // built once, in this build's profile.
-    if ["fanout", "latency", "throughput", "footprint"].iter().any(|g| cli.wants(g)) {
+    if ["fanout", "latency", "throughput", "tls", "footprint"].iter().any(|g| cli.wants(g)) {
         fleet_hil::bins::build_fleet_binaries()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -94,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.wants("throughput") {
         runtime.block_on(fanout::throughput(&fleet_settings, &mut table))?;
+    }
+    if cli.wants("tls") {
+        runtime.block_on(tls::connection_cost(cli.quick, &mut table))?;
     }
     if cli.wants("ingest") {
         micro::ingest(cli.quick, &mut table)?;

@@ -14,7 +14,6 @@
 //! benchmark take microseconds), so nothing here needs a thread per device.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +27,8 @@ use fleet_schemas::{DeviceId, JobSpec, KeyRing, RuntimeClass, SigningKey, Topics
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+use crate::fleet::Link;
 
 /// What a simulated device needs to join the fleet: what provisioning gives it.
 #[derive(Clone)]
@@ -76,7 +77,7 @@ impl Swarm {
     /// Connects every device in `devices` to `broker`, `per_second` new connections a
     /// second at most (a burst of thousands of TCP handshakes overflows the listen
     /// backlog; real fleets reconnect with jitter too).
-    pub fn start(broker: SocketAddr, trust: &Trust, devices: Vec<Identity>, per_second: u32) -> Swarm {
+    pub fn start(link: &Link, trust: &Trust, devices: Vec<Identity>, per_second: u32) -> Swarm {
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(SwarmStats::default());
         let (ready_tx, ready_rx) = mpsc::unbounded_channel();
@@ -87,7 +88,7 @@ impl Swarm {
             .enumerate()
             .map(|(n, identity)| {
                 let device = SimDevice {
-                    broker,
+                    link: link.clone(),
                     identity,
                     trust: trust.clone(),
                     stats: stats.clone(),
@@ -135,7 +136,7 @@ impl Swarm {
 }
 
 struct SimDevice {
-    broker: SocketAddr,
+    link: Link,
     identity: Identity,
     trust: Trust,
     stats: Arc<SwarmStats>,
@@ -195,7 +196,10 @@ impl SimDevice {
             }
         };
         let will = core.last_will();
-        let mut options = MqttOptions::new(id.as_str(), self.broker.ip().to_string(), self.broker.port());
+        let mut options = MqttOptions::new(id.as_str(), self.link.addr.ip().to_string(), self.link.addr.port());
+        if let Some(tls) = &self.link.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
         options
             .set_credentials(id.as_str(), self.identity.password.as_str())
             .set_clean_session(false)

@@ -73,6 +73,17 @@ pub fn rate_ratio(ours: f64, peer: f64) -> String {
     time_ratio(peer, ours)
 }
 
+/// "1.2x more" or "2.0x less": how much memory (or bytes) `ours` takes beside `peer`.
+pub fn size_ratio(ours: f64, peer: f64) -> String {
+    if ours <= 0.0 || peer <= 0.0 {
+        "-".into()
+    } else if ours >= peer {
+        format!("{:.1}x more", ours / peer)
+    } else {
+        format!("{:.1}x less", peer / ours)
+    }
+}
+
 /// Milliseconds, with sensible precision.
 pub fn ms(seconds: f64) -> String {
     let ms = seconds * 1e3;
