@@ -90,12 +90,20 @@ pub struct Fleet {
     next_seq: Arc<AtomicU64>,
     /// The broker's port on 127.0.0.1.
     pub port: u16,
+    /// Its MQTT over TLS port, when started with [`Fleet::start_with_tls`].
+    pub tls_port: Option<u16>,
 }
 
 impl Fleet {
     /// Starts the broker on a free port and connects the controller, subscribed to the
     /// golden device's events and status.
     pub fn start() -> Fleet {
+        Self::start_with_tls(None)
+    }
+
+    /// Like [`Fleet::start`]; with `tls`, the broker also serves MQTT over TLS (with
+    /// this server configuration) on a free port, [`Fleet::tls_port`].
+    pub fn start_with_tls(tls: Option<Arc<fleet_broker::rustls::ServerConfig>>) -> Fleet {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -105,11 +113,14 @@ impl Fleet {
             (CONTROLLER.0.to_string(), CONTROLLER.1.to_string()),
             (DEVICE_ID.to_string(), DEVICE_PASSWORD.to_string()),
         ]));
-        let config = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.tls =
+            tls.map(|config| fleet_broker::TlsListener { listen: SocketAddr::from(([127, 0, 0, 1], 0)), config });
         let broker = runtime
             .block_on(fleet_broker::start(config, Arc::new(logins)))
             .unwrap_or_else(|e| panic!("cannot start the fleet broker: {e}"));
         let port = broker.local_addr().port();
+        let tls_port = broker.tls_addr().map(|addr| addr.port());
         let me = DeviceId::new(DEVICE_ID).unwrap_or_else(|e| panic!("golden device id: {e}"));
         let topics = Topics::default();
         let device_key = SigningKey::from_bytes(&DEVICE_SEED).verifying_key();
@@ -151,6 +162,7 @@ impl Fleet {
             topics,
             next_seq,
             port,
+            tls_port,
         }
     }
 

@@ -9,6 +9,7 @@
 //! | `clock.rs` | `fleet_firmware_sdk::clock::Clock` | SysTick at 1 kHz |
 //! | `flash.rs` | `embedded-storage-async` `NorFlash` | a host file through semihosting, so flash survives a power cycle |
 //! | `semihost.rs` | exit codes and console | ARM semihosting (`-semihosting-config enable=on,target=native`) |
+//! | `probe.rs` | the link probes' login (what a TLS client costs, `bin/tls_probe.rs`) | MQTT CONNECT by hand |
 //! | `memory.x` | the memory map | sized to the fleet's budget (640 KiB flash, 256 KiB RAM) |
 //!
 //! A real board replaces `uart.rs` with its modem or network socket, `flash.rs` with
@@ -18,6 +19,7 @@
 
 pub mod clock;
 pub mod flash;
+pub mod probe;
 pub mod semihost;
 pub mod uart;
 
