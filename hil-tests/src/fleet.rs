@@ -70,7 +70,9 @@ pub struct FleetOptions {
     pub guard: Duration,
     /// MQTT over TLS for every gateway (embedded broker only): half of them log in with
     /// a password (`provision --tls`), half with a client certificate (`--cert`). Boards
-    /// have no TLS client and stay on the broker's plain port, as on a private link.
+    /// have no TLS client in their image: the first gateway relays them to the broker
+    /// over TLS (`board_relay` in its agent.toml), as on a site where boards hang off a
+    /// gateway.
     pub tls: bool,
 }
 
@@ -160,13 +162,19 @@ struct Slot {
     device: Box<dyn Device>,
     proxy: FaultProxy,
     config: DeviceConfig,
+    /// Where its proxy forwards to.
+    route: Route,
 }
 
-impl Slot {
-    /// Whether the device reaches the broker's TLS port.
-    fn tls(&self) -> bool {
-        self.config.broker.tls
-    }
+/// What a device's fault proxy forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The broker's plain MQTT port (or mosquitto's).
+    Plain,
+    /// The embedded broker's MQTT over TLS port.
+    Tls,
+    /// A gateway's board relay, which carries it to the broker over TLS.
+    Relay(SocketAddr),
 }
 
 /// The fleet under test.
@@ -178,6 +186,8 @@ pub struct Fleet {
     controller: Controller,
     mosquitto: Option<Mosquitto>,
     devices: BTreeMap<String, Slot>,
+    /// With [`FleetOptions::tls`]: the board relay of the first gateway.
+    relay: Option<(String, SocketAddr)>,
     observers: u32,
     started: bool,
     keep: bool,
@@ -232,6 +242,7 @@ impl Fleet {
             controller,
             mosquitto,
             devices: BTreeMap::new(),
+            relay: None,
             observers: 0,
             started: false,
             keep: false,
@@ -283,7 +294,12 @@ impl Fleet {
 
     /// Provisions device `id` through its own fault proxy (`fleetctl device provision
     /// --broker PROXY`), returning its proxy address and config.
-    fn provision(&mut self, id: &str, labels: &str, kind: DeviceKind) -> Result<(FaultProxy, DeviceConfig, PathBuf)> {
+    fn provision(
+        &mut self,
+        id: &str,
+        labels: &str,
+        kind: DeviceKind,
+    ) -> Result<(FaultProxy, DeviceConfig, PathBuf, Route)> {
         if self.devices.contains_key(id) {
             return Err(HarnessError::Usage(format!("device {id} is already in the fleet")));
         }
@@ -291,14 +307,24 @@ impl Fleet {
             Some(addr) if kind == DeviceKind::Linux => Some(addr),
             _ => None,
         };
-        let proxy = FaultProxy::start(tls.unwrap_or(self.broker_addr()))?;
+        let route = match (tls, &self.relay) {
+            (Some(_), _) => Route::Tls,
+            (None, Some((_, relay))) if kind == DeviceKind::Mcu => Route::Relay(*relay),
+            _ => Route::Plain,
+        };
+        let upstream = match route {
+            Route::Plain => self.broker_addr(),
+            Route::Tls => tls.unwrap_or(self.broker_addr()),
+            Route::Relay(relay) => relay,
+        };
+        let proxy = FaultProxy::start(upstream)?;
         let dir = self.path.join("devices").join(id);
         let out = dir.display().to_string();
         let broker = proxy.addr().to_string();
         let mut args = vec!["device", "provision", id, "--kind", kind.as_str(), "--out", &out, "--broker", &broker];
         if tls.is_some() {
             // Every other gateway with a client certificate, the rest with a password.
-            let certificates = self.devices.values().filter(|s| s.tls()).count();
+            let certificates = self.devices.values().filter(|s| s.route == Route::Tls).count();
             args.push(if certificates % 2 == 0 { "--tls" } else { "--cert" });
         }
         if !labels.is_empty() {
@@ -310,25 +336,44 @@ impl Fleet {
             std::fs::read_to_string(&config_path).map_err(io(format!("cannot read {}", config_path.display())))?;
         let config: DeviceConfig = serde_json::from_str(&text)
             .map_err(|e| HarnessError::Parse { what: config_path.display().to_string(), detail: e.to_string() })?;
-        Ok((proxy, config, dir))
+        Ok((proxy, config, dir, route))
     }
 
     /// Provisions a Linux agent (started by [`Fleet::start`], or now if the fleet runs).
     pub fn add_linux(&mut self, id: &str, labels: &str) -> Result<()> {
-        let (proxy, config, dir) = self.provision(id, labels, DeviceKind::Linux)?;
+        let (proxy, config, dir, route) = self.provision(id, labels, DeviceKind::Linux)?;
         let agent = LinuxAgent::new(id, &dir, &self.options.tuning)?;
-        self.insert(id, Box::new(agent), proxy, config)
+        if self.options.tls && self.relay.is_none() {
+            // The first gateway of a TLS fleet carries the boards (added after it).
+            let relay = free_port()?;
+            let toml = dir.join("agent.toml");
+            let mut text = std::fs::read_to_string(&toml).map_err(io(format!("cannot read {}", toml.display())))?;
+            text.push_str(&format!("board_relay = \"{relay}\"\n"));
+            std::fs::write(&toml, text).map_err(io(format!("cannot write {}", toml.display())))?;
+            self.relay = Some((id.to_string(), relay));
+        }
+        self.insert(id, Box::new(agent), proxy, config, route)
+    }
+
+    /// The gateway whose board relay carries the boards of a TLS fleet, if any.
+    pub fn relay_gateway(&self) -> Option<&str> {
+        self.relay.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// Whether a device reaches the broker through a gateway's board relay.
+    pub fn relayed(&self, id: &str) -> bool {
+        self.devices.get(id).is_some_and(|s| matches!(s.route, Route::Relay(_)))
     }
 
     /// Provisions a board (`--kind mcu`) and installs the config block `fleetctl` wrote
     /// for it (`config-block.bin`), as an operator flashes it.
     pub fn add_board(&mut self, id: &str, labels: &str, mut board: Box<dyn Board>) -> Result<()> {
-        let (proxy, config, dir) = self.provision(id, labels, DeviceKind::Mcu)?;
+        let (proxy, config, dir, route) = self.provision(id, labels, DeviceKind::Mcu)?;
         let block_path = dir.join("config-block.bin");
         let block = std::fs::read(&block_path).map_err(io(format!("cannot read {}", block_path.display())))?;
         board.install_config(&block)?;
         let device = BoardDevice::new(id, board, proxy.addr());
-        self.insert(id, Box::new(device), proxy, config)
+        self.insert(id, Box::new(device), proxy, config, route)
     }
 
     /// Where a device keeps its files.
@@ -336,8 +381,15 @@ impl Fleet {
         self.path.join("devices").join(id)
     }
 
-    fn insert(&mut self, id: &str, device: Box<dyn Device>, proxy: FaultProxy, config: DeviceConfig) -> Result<()> {
-        self.devices.insert(id.to_string(), Slot { device, proxy, config });
+    fn insert(
+        &mut self,
+        id: &str,
+        device: Box<dyn Device>,
+        proxy: FaultProxy,
+        config: DeviceConfig,
+        route: Route,
+    ) -> Result<()> {
+        self.devices.insert(id.to_string(), Slot { device, proxy, config, route });
         if self.started {
             self.regenerate_acl()?;
             self.device(id)?.start()?;
@@ -381,7 +433,12 @@ impl Fleet {
         if self.mosquitto.is_none() {
             let tls = self.controller.tls_addr();
             for slot in self.devices.values() {
-                slot.proxy.set_upstream(if slot.tls() { tls.unwrap_or(addr) } else { addr });
+                match slot.route {
+                    Route::Plain => slot.proxy.set_upstream(addr),
+                    Route::Tls => slot.proxy.set_upstream(tls.unwrap_or(addr)),
+                    // The gateway's relay stays where it is; it reaches the broker itself.
+                    Route::Relay(_) => {}
+                }
             }
         }
         Ok(())

@@ -341,6 +341,70 @@ fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_rev
     }
 }
 
+/// A board (a plain MQTT client with a microcontroller's credentials, as the firmware
+/// logs in) reaches the broker through a gateway's board relay: it logs in with its own
+/// password, publishes its status, and nothing of it crosses the gateway's uplink in
+/// clear. A relay on a gateway without TLS is refused at start with the reason.
+#[test]
+fn a_gateway_relays_a_board_to_the_broker_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _serve =
+        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
+    let (uplink, seen) = recording_relay(serve_tls_addr(&data));
+    let uplink = uplink.to_string();
+
+    let gw = dir.path().join("gw-site");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "gw-site", "--tls", "--broker", &uplink, "--out", gw.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let board_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(gw.join("agent.toml"), format!("board_relay = \"127.0.0.1:{board_port}\"\n")).unwrap();
+    let board = dir.path().join("mcu-site");
+    let relay = format!("127.0.0.1:{board_port}");
+    let out = fleetctl(
+        &data,
+        &["device", "provision", "mcu-site", "--kind", "mcu", "--broker", &relay, "--out", board.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(board.join("agent.json")).unwrap()).unwrap();
+    let password = config["password"].as_str().unwrap().to_string();
+
+    let _gateway = start_agent(&gw, Stdio::null());
+    let out = fleetctl(&data, &["device", "wait", "gw-site", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let relay: SocketAddr = relay.parse().unwrap();
+    let client = fleet_hil::MqttClient::connect(relay, "mcu-site", "mcu-site", &password, false).unwrap();
+    let status = r#"{"version":1,"device_id":"mcu-site","state":"online","note":"carried by gw-site"}"#;
+    assert!(
+        client.publish_acked("fleet/devices/mcu-site/status", status.as_bytes()).unwrap(),
+        "the broker refused the board's status"
+    );
+    // A wrong password through the relay is the broker's refusal, not the relay's.
+    let wrong = fleet_hil::MqttClient::connect(relay, "mcu-site", "mcu-site", "not-its-password", false);
+    assert!(wrong.is_err(), "a wrong password logged in through the relay");
+
+    let wire = seen.lock().unwrap().clone();
+    let find = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    assert!(find(&[0x16, 0x03]), "no TLS handshake on the uplink");
+    assert!(!find(password.as_bytes()), "the board's password crossed the uplink in clear");
+    assert!(!find(b"mcu-site"), "the board's id crossed the uplink in clear");
+    assert!(!find(b"carried by gw-site"), "the board's status crossed the uplink in clear");
+
+    // Without TLS on the gateway's own link there is nothing to relay over.
+    let plain = dir.path().join("gw-plain");
+    let out = fleetctl(&data, &["device", "provision", "gw-plain", "--out", plain.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(plain.join("agent.toml"), "board_relay = \"127.0.0.1:0\"\n").unwrap();
+    let out =
+        Command::new(binary(FLEET_AGENT).unwrap()).arg("--config").arg(plain.join("agent.json")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("board_relay carries boards to the broker over TLS"), "{}", text(&out.stderr));
+}
+
 /// One of the embedded broker's counters, as serve last reported them.
 fn broker_counter(data: &Path, name: &str) -> u64 {
     let out = fleetctl(data, &["status", "--json"]);

@@ -33,6 +33,7 @@ pub mod exec;
 pub mod gpu;
 pub mod inference;
 pub mod link;
+pub mod relay;
 pub mod settings;
 pub mod shell;
 pub mod store;
@@ -200,6 +201,21 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         tls,
     };
     let (link, link_task) = link::start(link_config, runtime.handle(), wake_tx.clone());
+    let relay_task = match (settings.board_relay, &settings.broker_ca) {
+        (Some(listen), Some(ca)) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(listen))
+                .map_err(io(format!("cannot listen for boards on {listen} (board_relay in agent.toml)")))?;
+            let upstream = relay::Upstream {
+                host: settings.device.broker.host.clone(),
+                port: settings.device.broker.port,
+                tls: tls_config(ca, None)?,
+            };
+            info!(%listen, "board relay: boards reach the broker over TLS through this gateway");
+            Some(runtime.spawn(relay::serve(listener, upstream)))
+        }
+        _ => None,
+    };
     let executions = Executions::new(
         ExecutorConfig::gateway(settings.device.device_id.clone()),
         &settings.data,
@@ -249,6 +265,9 @@ pub fn run(settings: Settings) -> Result<(), AgentError> {
         warn!("the core thread panicked");
         Ok(())
     });
+    if let Some(relay) = relay_task {
+        relay.abort();
+    }
     runtime.block_on(async {
         let _ = tokio::time::timeout(DISCONNECT_GRACE, link_task).await;
     });

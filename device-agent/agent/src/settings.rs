@@ -63,6 +63,20 @@ pub enum SettingsError {
     /// A client certificate with a config that does not ask for TLS.
     #[error("{0} is there but the device config has broker.tls = false: a client certificate needs MQTT over TLS")]
     IdentityWithoutTls(PathBuf),
+    /// A board relay on a gateway that does not itself reach the broker over TLS.
+    #[error(
+        "{0}: board_relay carries boards to the broker over TLS, and this device's config has broker.tls = false \
+         (provision it with --tls)"
+    )]
+    RelayWithoutTls(PathBuf),
+    /// `board_relay` is not an address.
+    #[error("{path}: board_relay = {value:?} is not an ADDRESS:PORT to listen on (e.g. \"0.0.0.0:1884\")")]
+    RelayAddress {
+        /// The local file.
+        path: PathBuf,
+        /// What it says.
+        value: String,
+    },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -133,6 +147,7 @@ struct LocalFile {
     keep_alive_secs: Option<u64>,
     max_module_bytes: Option<u32>,
     onnxruntime: Option<PathBuf>,
+    board_relay: Option<String>,
     #[serde(default)]
     data: BTreeMap<String, PathBuf>,
 }
@@ -174,6 +189,9 @@ pub struct Settings {
     /// with instead of its password (mTLS; `device.crt` and `device.key` beside the
     /// config, as `fleetctl device provision --cert` writes them).
     pub client_identity: Option<ClientIdentity>,
+    /// Where the gateway listens for its site's boards and carries each to the broker
+    /// over TLS (`board_relay` in agent.toml; see [`crate::relay`]).
+    pub board_relay: Option<std::net::SocketAddr>,
 }
 
 /// A client certificate and its key (PEM files).
@@ -258,9 +276,23 @@ impl Settings {
             (true, true) if !device.broker.tls => return Err(SettingsError::IdentityWithoutTls(cert)),
             (true, true) => Some(ClientIdentity { cert, key }),
         };
+        let local_path = match &overrides.local_file {
+            Some(path) => path.clone(),
+            None => config_dir.join(LOCAL_FILE),
+        };
+        let board_relay = match &local.board_relay {
+            None => None,
+            Some(_) if !device.broker.tls => return Err(SettingsError::RelayWithoutTls(local_path)),
+            Some(value) => Some(
+                value
+                    .parse()
+                    .map_err(|_| SettingsError::RelayAddress { path: local_path.clone(), value: value.clone() })?,
+            ),
+        };
         Ok(Self {
             broker_ca,
             client_identity,
+            board_relay,
             device,
             state_dir,
             data,
@@ -386,6 +418,27 @@ mod tests {
         let path = dir.join("agent.json");
         std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
         path
+    }
+
+    #[test]
+    fn a_board_relay_needs_tls_and_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = provision(dir.path());
+        std::fs::write(dir.path().join(LOCAL_FILE), "board_relay = \"127.0.0.1:1884\"\n").unwrap();
+        let error = Settings::load(&config, &Overrides::default()).unwrap_err();
+        assert!(matches!(error, SettingsError::RelayWithoutTls(_)), "{error}");
+
+        // The same gateway on TLS, with the fleet's CA beside its config.
+        let text = std::fs::read_to_string(&config).unwrap().replace("\"tls\":false", "\"tls\":true");
+        std::fs::write(&config, text).unwrap();
+        std::fs::write(dir.path().join(BROKER_CA_FILE), "not read until the agent runs").unwrap();
+        let settings = Settings::load(&config, &Overrides::default()).unwrap();
+        assert_eq!(settings.board_relay, Some("127.0.0.1:1884".parse().unwrap()));
+
+        std::fs::write(dir.path().join(LOCAL_FILE), "board_relay = \"the gateway\"\n").unwrap();
+        let error = Settings::load(&config, &Overrides::default()).unwrap_err();
+        assert!(matches!(error, SettingsError::RelayAddress { .. }), "{error}");
+        assert!(error.to_string().contains("\"the gateway\""), "{error}");
     }
 
     #[test]

@@ -213,14 +213,36 @@ pub async fn latency(settings: &Settings, table: &mut Table) -> anyhow::Result<(
         let (mut fleet, swarm) = online_fleet(broker, 1, "lat").await?;
         let targets = ids(&fleet);
         let mut samples = Vec::with_capacity(settings.latency_samples);
+        let mut answered = Vec::with_capacity(settings.latency_samples);
         for _ in 0..settings.latency_samples + 1 {
             let started = Instant::now();
             let job = fleet.push_api(fleet_example_jobs::HELLO, &targets).await?;
+            answered.push(started.elapsed().as_secs_f64());
             fleet.wait_succeeded(&job, 1, Duration::from_micros(100), Duration::from_secs(30)).await?;
             samples.push(started.elapsed().as_secs_f64());
         }
         samples.remove(0); // the first run compiles the module
+        answered.remove(0);
         samples.sort_by(f64::total_cmp);
+        answered.sort_by(f64::total_cmp);
+        println!(
+            "latency on {}: the API answers a push in {} p50, {} p99; the result is recorded {} p50, {} p99 after it was pushed",
+            broker.name(),
+            table::ms(percentile(&answered, 50)),
+            table::ms(percentile(&answered, 99)),
+            table::ms(percentile(&samples, 50)),
+            table::ms(percentile(&samples, 99)),
+        );
+        // What the store's commits (each an fsync) took meanwhile, from the controller's
+        // own histogram: the tail of the figure above is theirs.
+        let buckets = fleet.commit_histogram().await?;
+        let total = buckets.last().map_or(0, |b| b.1);
+        let line: Vec<String> = buckets
+            .iter()
+            .filter(|(le, _)| le.is_finite() && *le <= 0.01)
+            .map(|(le, n)| format!("<= {} {:.1}%", table::ms(*le), 100.0 * *n as f64 / total.max(1) as f64))
+            .collect();
+        println!("latency on {}: {total} store commits: {}", broker.name(), line.join(", "));
         figures.push((percentile(&samples, 50), percentile(&samples, 99)));
         close(fleet, swarm).await?;
     }

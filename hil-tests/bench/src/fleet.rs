@@ -268,6 +268,21 @@ impl BenchFleet {
         Ok(pushed.job.parse()?)
     }
 
+    /// The controller's store commit latencies from its `/metrics` (the push API must
+    /// have been used): `(upper bound in seconds, commits at or under it)`, cumulative.
+    pub async fn commit_histogram(&self) -> anyhow::Result<Vec<(f64, u64)>> {
+        let (url, token, client) = self.api.as_ref().context("the API was not used")?;
+        let text = client.get(format!("{url}/metrics")).bearer_auth(token).send().await?.text().await?;
+        let mut buckets = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("fleet_store_commit_duration_seconds_bucket{le=\"") else { continue };
+            let Some((le, count)) = rest.split_once("\"} ") else { continue };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+            buckets.push((le, count.parse()?));
+        }
+        Ok(buckets)
+    }
+
     /// The job's counts, as `fleetctl job status` shows them.
     pub fn counts(&self, job: &JobId) -> anyhow::Result<JobCounts> {
         Ok(rollout::counts(&self.store.exec_views(job)?).1)

@@ -3,9 +3,10 @@
 //! The operator's `fleetctl` reaches `serve` over its HTTPS API (found through the data
 //! directory, as on the controller's machine); every gateway reaches the broker's MQTT
 //! over TLS port through its fault proxy, half of them logging in with a password, half
-//! with a client certificate (mTLS). The boards have no TLS client and stay on the
-//! broker's plain port, as on the private link the firmware README describes. A
-//! compute job runs everywhere; the moment one password gateway and one certificate
+//! with a client certificate (mTLS). The boards have no TLS client in their image:
+//! they reach the first gateway's board relay in plain MQTT, as over a site's serial
+//! line or segment, and the gateway carries them to the broker over TLS. A compute job
+//! runs everywhere; the moment one password gateway and one certificate
 //! gateway are recorded running, their links are cut. They finish while cut off; when
 //! the links come back, each must make a new TLS handshake and log in again before
 //! anything it holds can reach the controller, and every result must then arrive
@@ -32,6 +33,15 @@ pub fn run(bench: &Bench) -> Result<Row> {
         "certificates {with_cert:?}, passwords {with_password:?}"
     );
     let affected = [with_password[0].clone(), with_cert[0].clone()];
+    let boards = fleet.ids_of(DeviceKind::Mcu);
+    let relay = fleet.relay_gateway().map(str::to_string).unwrap_or_default();
+    for board in &boards {
+        assert!(fleet.relayed(board), "{board} does not go through {relay}'s board relay");
+    }
+    if !boards.is_empty() {
+        // Online already, so the relay carried each of them to the broker.
+        fleet.logs(&relay)?.wait_count(&["board relay: carrying a board"], boards.len(), fleet.guard())?;
+    }
 
     let jobs = push_compute(&fleet)?;
     let mut pending: Vec<String> = affected.to_vec();
@@ -83,9 +93,11 @@ pub fn run(bench: &Bench) -> Result<Row> {
     Ok(Row {
         devices: bench.describe(&fleet),
         faults: format!(
-            "fleetctl over HTTPS; {} gateways on MQTT over TLS ({} with certificates); 2 TLS links cut mid-job",
+            "fleetctl over HTTPS; {} gateways on MQTT over TLS ({} with certificates), {} boards relayed over TLS by \
+             {relay}; 2 TLS links cut mid-job",
             gateways.len(),
-            with_cert.len()
+            with_cert.len(),
+            boards.len()
         ),
         expected: format!("{n} succeeded, 3 events each"),
         recorded: format!("{succeeded} succeeded, 3 events each"),
