@@ -2,9 +2,11 @@
 //!
 //! A thin shell: every route authenticates the caller's token, checks its role, and
 //! calls the same [`operate`](crate::operate) function `fleetctl` calls on a data
-//! directory of its own; what that returns is the body. A push (or a cancel, a relabel,
-//! a decommission) wakes the controller's loop at once ([`Wake`]), so a job is planned
-//! and its envelopes published without waiting for the database poll.
+//! directory of its own; what that returns is the body. A push is handed to the
+//! controller's rollout loop ([`PushOrder`]), which records the job and signs its first
+//! envelopes in one commit and publishes them before the API answers; a cancel, a
+//! relabel or a decommission wakes that loop at once ([`Wake`]). Nothing waits for the
+//! database poll.
 //!
 //! | route | role | what |
 //! |---|---|---|
@@ -57,6 +59,27 @@ use crate::tokens::{self, Role};
 
 /// Wakes the controller's loop: something was written that it should act on now.
 pub type Wake = Arc<Notify>;
+
+/// A push handed to serve's rollout loop, which records the job, plans and signs its
+/// first envelopes and commits them in one transaction (one fsync), publishes them, and
+/// then answers.
+#[derive(Debug)]
+pub struct PushOrder {
+    /// What to push.
+    pub request: operate::PushRequest,
+    /// The module's bytes.
+    pub module: Vec<u8>,
+    /// Who pushes (the audit log's actor).
+    pub actor: String,
+    /// The answer: the job, or why not.
+    pub reply: tokio::sync::oneshot::Sender<Result<operate::Pushed, OpError>>,
+}
+
+/// Where the API hands pushes to serve's rollout loop.
+pub type PushQueue = tokio::sync::mpsc::Sender<PushOrder>;
+
+/// How many pushes may wait for the rollout loop at once; more get 503.
+pub const PUSH_QUEUE: usize = 64;
 
 /// The most a request body may hold: a module of the largest size, base64, and its push.
 pub const MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
@@ -176,6 +199,7 @@ struct Shared {
     store: Mutex<Store>,
     data: DataDir,
     wake: Wake,
+    pushes: PushQueue,
     counters: Counters,
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// When each token was last noted as used.
@@ -250,6 +274,7 @@ impl From<OpError> for Refusal {
             OpError::Conflict { .. } => StatusCode::CONFLICT,
             OpError::Store(store) if store.is_unwritable() => StatusCode::SERVICE_UNAVAILABLE,
             OpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OpError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let help = error.help().map(str::to_string).or_else(|| match &error {
             OpError::Store(store) if store.is_unwritable() => {
@@ -728,11 +753,17 @@ async fn push_job(
             "send the .wasm file's bytes, base64 (standard alphabet)",
         )
     })?;
-    let pushed = with_store(&state, move |store| {
-        Ok(operate::push(store, &body.request, &module, &caller.actor, crate::unix_ms())?)
-    })
-    .await?;
-    state.wake.notify_one();
+    let busy = || {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller is not taking pushes now (it is stopping, or busy)",
+            "try again in a moment",
+        )
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let order = PushOrder { request: body.request, module, actor: caller.actor, reply };
+    state.pushes.try_send(order).map_err(|_| busy())?;
+    let pushed = answer.await.map_err(|_| busy())??;
     debug!(job = %pushed.job, devices = pushed.devices, "job pushed through the API");
     Ok((StatusCode::CREATED, Json(pushed)))
 }
@@ -908,7 +939,7 @@ pub fn ensure_local_token(data: &DataDir, store: &mut Store) -> Result<PathBuf, 
 
 /// Binds the API's address now (so a busy port is an error at start), sets up its TLS
 /// and its store, and serves it on the current tokio runtime.
-pub fn start(config: &ApiConfig, data: &DataDir, wake: Wake) -> Result<RunningApi, ApiError> {
+pub fn start(config: &ApiConfig, data: &DataDir, wake: Wake, pushes: PushQueue) -> Result<RunningApi, ApiError> {
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ApiError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ApiError::Bind { addr: config.listen, source })?;
@@ -943,6 +974,7 @@ pub fn start(config: &ApiConfig, data: &DataDir, wake: Wake) -> Result<RunningAp
         store: Mutex::new(store),
         data: data.clone(),
         wake,
+        pushes,
         counters: Counters::default(),
         failures: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashMap::new()),

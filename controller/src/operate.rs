@@ -51,6 +51,15 @@ pub enum OpError {
     /// The store failed (500, exit 3).
     #[error(transparent)]
     Store(StoreError),
+    /// The controller cannot do it now (503, exit 3): its store refuses writes, or it
+    /// is stopping.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// When to try again.
+        help: Option<String>,
+    },
 }
 
 impl OpError {
@@ -67,9 +76,10 @@ impl OpError {
     /// The hint, if any.
     pub fn help(&self) -> Option<&str> {
         match self {
-            OpError::Invalid { help, .. } | OpError::NotFound { help, .. } | OpError::Conflict { help, .. } => {
-                help.as_deref()
-            }
+            OpError::Invalid { help, .. }
+            | OpError::NotFound { help, .. }
+            | OpError::Conflict { help, .. }
+            | OpError::Unavailable { help, .. } => help.as_deref(),
             OpError::Store(_) => None,
         }
     }

@@ -338,8 +338,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
     };
     // The API binds before anything is announced, so a busy port stops serve at start.
     let wake: crate::api::Wake = Arc::new(tokio::sync::Notify::new());
+    let (push_tx, push_rx) = mpsc::channel(crate::api::PUSH_QUEUE);
     let api = match &config.api {
-        Some(api) => Some(crate::api::start(api, &data, wake.clone())?),
+        Some(api) => Some(crate::api::start(api, &data, wake.clone(), push_tx)?),
         None => None,
     };
     let mqtt_tls = broker.as_ref().and_then(fleet_broker::RunningBroker::tls_addr).map(|addr| addr.to_string());
@@ -421,7 +422,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         held: Vec::new(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval, wake));
+    let task = tokio::spawn(server.run(net_rx, stop_rx, config.poll_interval, wake, push_rx));
     info!(broker = %broker_addr, data_dir = %config.data_dir.display(), "controller started");
     Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task, api })
 }
@@ -549,6 +550,7 @@ impl Server {
         mut stop: oneshot::Receiver<()>,
         poll_interval: Duration,
         wake: crate::api::Wake,
+        mut pushes: mpsc::Receiver<crate::api::PushOrder>,
     ) -> Result<(), ServeError> {
         let mut ticker = tokio::time::interval(poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -572,7 +574,12 @@ impl Server {
                     }
                     None => break,
                 },
-                // The API committed a push (a cancel, ...): act on it now, not at the
+                // A push from the API: recorded, planned and signed in one commit.
+                Some(order) = pushes.recv() => {
+                    let result = self.on_push(order).await;
+                    self.live_with(result).await?;
+                }
+                // The API committed a cancel (a relabel, ...): act on it now, not at the
                 // next tick.
                 () = wake.notified(), if self.unwritable.is_none() => {
                     let batch = self.begin_batch();
@@ -662,6 +669,39 @@ impl Server {
         }
         committed?;
         result
+    }
+
+    /// A push from the API, in one transaction with the first round of its rollout:
+    /// the job is recorded, [`Server::on_tick`] plans and signs its first envelopes, all
+    /// of it commits at once (one fsync, where a push committed apart and then planned
+    /// took two), the envelopes are published, and only then does the API answer. A
+    /// store that refuses writes answers 503 at once and nothing is recorded.
+    async fn on_push(&mut self, order: crate::api::PushOrder) -> Result<(), ServeError> {
+        let crate::api::PushOrder { request, module, actor, reply } = order;
+        if let Some(state) = &self.unwritable {
+            let _ = reply.send(Err(crate::operate::OpError::Unavailable {
+                message: format!("the controller's store refuses writes: {}", state.error),
+                help: Some("free space in its data directory, then push again".into()),
+            }));
+            return Ok(());
+        }
+        let batch = self.begin_batch();
+        let pushed = crate::operate::push(&mut self.store, &request, &module, &actor, unix_ms());
+        if pushed.is_ok() {
+            self.dirty = true;
+        }
+        let ticked = self.on_tick().await;
+        let ended = self.end_batch(batch).await;
+        let answer = match (pushed, &ended) {
+            (Ok(pushed), Ok(())) => Ok(pushed),
+            (Err(refused), _) => Err(refused),
+            (Ok(_), Err(error)) => Err(crate::operate::OpError::Unavailable {
+                message: format!("the push could not be recorded: {error}"),
+                help: Some("nothing of it was kept; push again once the controller's store takes writes".into()),
+            }),
+        };
+        let _ = reply.send(answer);
+        ticked.and(ended)
     }
 
     /// Goes on after a batch or a tick: a store that refused a write puts serve in its

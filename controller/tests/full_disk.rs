@@ -118,6 +118,11 @@ async fn a_full_disk_keeps_serve_and_its_broker_up_and_it_resumes_by_itself() {
     let text = String::from_utf8_lossy(&fleetctl(&data, &["status"]).stdout).to_string();
     assert!(text.contains("store       NOT WRITABLE"), "{text}");
     assert!(log().contains("the store cannot be written"), "{}", log());
+    // A push meanwhile is refused with the reason, not accepted and lost.
+    let refused = fleetctl(&data, &["job", "push", module.to_str().unwrap(), "--target", "gw-1"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "a push was accepted while the store refuses writes");
+    assert!(stderr.contains("refuses writes"), "{stderr}");
     // Still up, and its broker still serving: nothing acknowledged to the device, and
     // another device gets in.
     assert!(serve.0.try_wait().unwrap().is_none(), "serve exited on a full disk:\n{}", log());
@@ -137,5 +142,7 @@ async fn a_full_disk_keeps_serve_and_its_broker_up_and_it_resumes_by_itself() {
     })
     .await;
     assert!(log().contains("the store takes writes again"), "{}", log());
+    let jobs: serde_json::Value = serde_json::from_slice(&fleetctl(&data, &["job", "list", "--json"]).stdout).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "the refused push left a job: {jobs}");
     assert!(status_json(&data)["serve"]["store_unwritable"].is_null());
 }

@@ -248,7 +248,7 @@ pub async fn latency(settings: &Settings, table: &mut Table) -> anyhow::Result<(
     }
     let (p50, p99) = figures[0];
     let conditions = format!(
-        "{} jobs, one device, loopback; each pushed through the operator API (HTTPS, one kept-alive connection), which wakes the rollout at once, until the result is recorded (seen within 0.1 ms)",
+        "{} jobs, one device, loopback; each pushed through the operator API (HTTPS, one kept-alive connection), which hands it to the rollout loop (recorded, planned, signed in one commit, published), until the result is recorded (seen within 0.1 ms)",
         settings.latency_samples
     );
     match figures.get(1) {

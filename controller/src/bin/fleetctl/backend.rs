@@ -275,6 +275,10 @@ fn op(error: OpError) -> anyhow::Error {
             None => UsageError::plain(message).into(),
         },
         OpError::Store(store) => anyhow::Error::new(store),
+        OpError::Unavailable { message, help } => match help {
+            Some(help) => anyhow::anyhow!("{message} ({help})"),
+            None => anyhow::anyhow!("{message}"),
+        },
     }
 }
 
