@@ -1,13 +1,16 @@
 //! `fleetctl serve`: the I/O shell around the store, the rollout engine and ingest.
 //!
 //! The shell owns one MQTT connection (client id `fleet-controller`, persistent session,
-//! manual acks) and one database connection, and does three things in one loop:
+//! manual acks) and one database connection, and does these in one loop:
 //!
 //! - **Incoming**: an event is verified, recorded and acknowledged with a signed
 //!   [`fleet_schemas::EventAck`]; a device status is recorded. The MQTT PUBACK is sent only
 //!   after the database commit, so an event the controller crashed on is delivered again.
 //!   Bad input is counted (`events.malformed`, `status.malformed`, `other.malformed`),
 //!   logged and dropped.
+//! - **Pushes from the operator API** ([`crate::api::PushOrder`]): recorded, planned and
+//!   signed in one transaction with the first round of the rollout, published, then
+//!   answered; a cancel, relabel or removal through the API wakes a tick at once.
 //! - **Ticks** (every `poll_interval`): if another process committed to the database
 //!   (`PRAGMA data_version` changed: `fleetctl` pushed a job, provisioned a device, asked
 //!   for a cancel or rotated keys), or a deadline or rate window came due, every job that
