@@ -69,6 +69,12 @@ const PUBLISH_WINDOW: usize = 1_000;
 /// events costs one `fsync` per batch instead of one each.
 const INGEST_BATCH: usize = 256;
 
+/// How long a batch that ends no execution waits for more before it commits (see the
+/// loop in [`Server::run`]). tokio's timer rounds it up to its 1 ms tick: an Accepted or
+/// Started is recorded at most about a millisecond later, and the event that ends a
+/// short job joins it in one commit.
+const INGEST_LINGER: Duration = Duration::from_micros(500);
+
 /// How often jobs whose executions changed are planned again (finished, retried, the
 /// next batch started, their retained status published). Planning a job reads all of
 /// its executions; the database is checked for pushes far more often (`poll_interval`).
@@ -430,6 +436,16 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
     Ok(RunningController { broker, broker_addr, stop: Some(stop_tx), task, net_task, api })
 }
 
+/// Takes what is already waiting, up to a batch.
+fn drain_into(batch: &mut Vec<Net>, net: &mut mpsc::UnboundedReceiver<Net>) {
+    while batch.len() < INGEST_BATCH {
+        match net.try_recv() {
+            Ok(message) => batch.push(message),
+            Err(_) => break,
+        }
+    }
+}
+
 /// What the network task tells the main loop.
 enum Net {
     Connected {
@@ -439,6 +455,19 @@ enum Net {
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     Disconnected(String),
+}
+
+impl Net {
+    /// Whether a batch holding this commits at once instead of waiting a moment for
+    /// more: an event that claims to end an execution (what a pusher waits for; the
+    /// claim is checked when it is recorded), a PUBACK (it frees the publish window) and
+    /// the link coming or going.
+    fn commits_now(&self) -> bool {
+        match self {
+            Net::Publish(publish) => fleet_schemas::event::claims_terminal(&publish.payload),
+            Net::PubAck | Net::Connected { .. } | Net::Disconnected(_) => true,
+        }
+    }
 }
 
 /// Drives rumqttc's event loop and forwards what matters. rumqttc reconnects by itself
@@ -566,10 +595,18 @@ impl Server {
                 message = net.recv(), if self.unwritable.is_none() => match message {
                     Some(message) => {
                         let mut batch = vec![message];
-                        while batch.len() < INGEST_BATCH {
-                            match net.try_recv() {
-                                Ok(message) => batch.push(message),
-                                Err(_) => break,
+                        drain_into(&mut batch, &mut net);
+                        // Group commit: a batch that ends no execution (a device's
+                        // Accepted and Started, a PUBACK) waits a moment for what follows
+                        // (its Succeeded a few hundred microseconds later), so the events
+                        // of a short job share one commit instead of one each.
+                        while batch.len() < INGEST_BATCH && !batch.iter().any(Net::commits_now) {
+                            match tokio::time::timeout(INGEST_LINGER, net.recv()).await {
+                                Ok(Some(message)) => {
+                                    batch.push(message);
+                                    drain_into(&mut batch, &mut net);
+                                }
+                                Ok(None) | Err(_) => break,
                             }
                         }
                         let result = self.on_net_batch(batch).await;

@@ -149,6 +149,20 @@ pub enum EventError {
     },
 }
 
+/// Whether `bytes` claim to be an event that ends an execution, by decoding them
+/// without checking the signature. Trust nothing on it: a receiver uses it only to
+/// schedule work (the controller commits a batch of events at once when it holds the
+/// end of an execution, and otherwise waits a moment for it); [`verify_event`] decides.
+pub fn claims_terminal(bytes: &[u8]) -> bool {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return false;
+    }
+    crate::signed::SignedRef::decode(bytes)
+        .and_then(|signed| signed.payload::<ExecutionEvent>())
+        .and_then(|payload| postcard::from_bytes::<ExecutionEvent>(payload).ok())
+        .is_some_and(|event| event.kind.is_terminal())
+}
+
 /// Verifies an event received on device `sender`'s events topic against that device's
 /// public key.
 pub fn verify_event(bytes: &[u8], sender: &DeviceId, device_key: &VerifyingKey) -> Result<ExecutionEvent, EventError> {

@@ -259,6 +259,21 @@ mod events {
             Err(EventError::WrongDevice { sender: device(), claimed: DeviceId::new("gw-002").unwrap() })
         );
     }
+
+    #[test]
+    fn what_an_event_claims_to_end_is_read_without_its_signature() {
+        use fleet_schemas::event::claims_terminal;
+        let mut done = event("gw-001");
+        done.kind = EventKind::Succeeded(RunReport::default());
+        assert!(claims_terminal(&signed_bytes(&done, &device_key())));
+        // Unverified: another key's signature reads the same (verify_event decides).
+        assert!(claims_terminal(&signed_bytes(&done, &SigningKey::from_bytes(&[0x55; 32]))));
+        done.kind = EventKind::Canceled;
+        assert!(claims_terminal(&signed_bytes(&done, &device_key())));
+        assert!(!claims_terminal(&signed_bytes(&event("gw-001"), &device_key())), "Started ends nothing");
+        assert!(!claims_terminal(b"\x01junk"));
+        assert!(!claims_terminal(&vec![0; MAX_EVENT_BYTES + 1]));
+    }
 }
 
 mod acks {
