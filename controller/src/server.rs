@@ -424,6 +424,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningController, ServeError>
         last_heartbeat: 0,
         touched: HashSet::new(),
         last_touched_drive: 0,
+        planned_at: HashMap::new(),
         outgoing: VecDeque::new(),
         in_flight: 0,
         lock,
@@ -547,6 +548,8 @@ struct Server {
     touched: HashSet<JobId>,
     /// When touched jobs were last planned, Unix ms.
     last_touched_drive: u64,
+    /// When each job was last planned after its events (see [`Server::drive_touched_now`]).
+    planned_at: HashMap<JobId, u64>,
     /// Publishes waiting for room in [`PUBLISH_WINDOW`].
     outgoing: VecDeque<(String, Vec<u8>, bool)>,
     /// Publishes handed to the client and not yet acknowledged.
@@ -694,6 +697,9 @@ impl Server {
                 self.outgoing.truncate(mark);
             }
             return Err(error.into());
+        }
+        if result.is_ok() {
+            self.drive_touched_now().await;
         }
         let committed = self.end_batch(open).await;
         match &committed {
@@ -1012,6 +1018,43 @@ impl Server {
         }
         self.touched.extend(resync.touched);
         Ok(())
+    }
+
+    /// Plans, inside the batch that recorded their events, the jobs it touched that were
+    /// not planned in the last [`TOUCHED_DRIVE_INTERVAL_MS`]: a job's finish (its state,
+    /// its retained status) then shares the commit of its last event, and nothing waits
+    /// for the next tick. A job whose events keep coming (a rollout to thousands) is
+    /// still planned at most once per interval; the tick picks up what is left.
+    async fn drive_touched_now(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
+        let now = unix_ms();
+        if self.planned_at.len() > 4_096 {
+            self.planned_at.retain(|_, at| now.saturating_sub(*at) < TOUCHED_DRIVE_INTERVAL_MS);
+        }
+        let due: Vec<JobId> = self
+            .touched
+            .iter()
+            .filter(|job| {
+                self.planned_at.get(*job).is_none_or(|at| now.saturating_sub(*at) >= TOUCHED_DRIVE_INTERVAL_MS)
+            })
+            .copied()
+            .collect();
+        for job_id in due {
+            self.touched.remove(&job_id);
+            self.planned_at.insert(job_id, now);
+            let driven = match self.store.job(&job_id) {
+                Ok(Some(job)) => self.drive_job(job, now).await,
+                Ok(None) => Ok(()),
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = driven {
+                // The events are recorded; the next reconcile tries the job again.
+                error!(job = %job_id, %error, "could not drive the job");
+                self.dirty = true;
+            }
+        }
     }
 
     async fn on_tick(&mut self) -> Result<(), ServeError> {
