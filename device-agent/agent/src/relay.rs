@@ -1,8 +1,8 @@
 //! The board relay: a gateway carries its site's microcontrollers to the broker over TLS.
 //!
 //! The firmware has no TLS client in its image (one costs 91 KiB of flash, measured by
-//! `firmware-sdk/qemu-tests/tests/tls_probe.rs`, and the agent image has 7 KiB to
-//! spare), so a board speaks plain MQTT on its local link: a UART to the gateway (through
+//! `firmware-sdk/qemu-tests/tests/tls_probe.rs`, and the agent image has 8.5 KiB
+//! to spare), so a board speaks plain MQTT on its local link: a UART to the gateway (through
 //! a serial-to-TCP bridge such as ser2net), or the site's own network segment. With
 //! `board_relay = "ADDR:PORT"` in `agent.toml`, `fleet-agent` listens there and opens, for
 //! each board that connects, a TLS connection to its own broker (the same host, port and
