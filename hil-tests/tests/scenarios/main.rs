@@ -244,6 +244,18 @@ pub fn assert_events_recorded(fleet: &Fleet, n: u64) -> Result<()> {
     })
 }
 
+/// Waits for `job` to end and checks that it completed with one execution per device,
+/// each succeeded: nothing lost, nothing run twice. Returns the record.
+pub fn assert_succeeded_once(fleet: &Fleet, job: &str) -> Result<fleet_hil::JobRecord> {
+    let record = fleet.wait_job(job)?;
+    assert_eq!(record.job.state, "completed", "{}", record.outcome_line());
+    for (id, execution) in record.latest() {
+        assert_eq!(execution.state, "succeeded", "{id}: {execution:?}");
+        assert_eq!(record.executions_of(id).len(), 1, "{id} has more than one execution");
+    }
+    Ok(record)
+}
+
 /// Checks the controller's record of a job that every device ran once and succeeded:
 /// one execution per device, attempt 1, succeeded, with the hello output.
 pub fn assert_all_hello(fleet: &Fleet, job: &str) -> Result<fleet_hil::JobRecord> {

@@ -18,7 +18,7 @@ use fleet_hil::proxy::{Direction, Fault};
 use fleet_hil::report::Row;
 use fleet_schemas::JobState;
 
-use crate::{Bench, assert_events_recorded, job_of, push_compute, retained_job_status};
+use crate::{Bench, assert_events_recorded, assert_succeeded_once, job_of, push_compute, retained_job_status};
 
 pub fn run(bench: &Bench) -> Result<Row> {
     let mut fleet = bench.fleet("s02", 9)?;
@@ -75,12 +75,7 @@ pub fn run(bench: &Bench) -> Result<Row> {
     }
     let mut succeeded = 0;
     for job in &jobs {
-        let record = fleet.wait_job(job)?;
-        assert_eq!(record.job.state, "completed", "{}", record.outcome_line());
-        for (id, execution) in record.latest() {
-            assert_eq!(execution.state, "succeeded", "{id}: {execution:?}");
-            assert_eq!(record.executions_of(id).len(), 1, "{id} has more than one execution");
-        }
+        let record = assert_succeeded_once(&fleet, job)?;
         let status = retained_job_status(&mut fleet, job, |s| s.state == JobState::Completed)?;
         assert_eq!(status.counts.succeeded, status.total);
         succeeded += record.count_latest("succeeded");

@@ -20,7 +20,7 @@ use fleet_hil::{DeviceKind, JobRequest, Result};
 use fleet_schemas::signed::is_signed;
 use fleet_schemas::{DeviceId, Envelope, EventKind, Rejection, verify_event};
 
-use crate::{Bench, assert_all_hello, job_of, push_compute};
+use crate::{Bench, assert_all_hello, assert_succeeded_once, job_of, push_compute};
 
 pub fn run(bench: &Bench) -> Result<Row> {
     let mut fleet = bench.fleet("s12", 8)?;
@@ -71,12 +71,7 @@ pub fn run(bench: &Bench) -> Result<Row> {
     // Every execution ends once, succeeded: the victims ran theirs again after the wipe.
     let mut succeeded = 0;
     for job in &jobs {
-        let record = fleet.wait_job(job)?;
-        assert_eq!(record.job.state, "completed", "{}", record.outcome_line());
-        for (id, execution) in record.latest() {
-            assert_eq!(execution.state, "succeeded", "{id}: {execution:?}");
-            assert_eq!(record.executions_of(id).len(), 1, "{id} has more than one execution");
-        }
+        let record = assert_succeeded_once(&fleet, job)?;
         succeeded += record.count_latest("succeeded");
     }
     for id in &victims {

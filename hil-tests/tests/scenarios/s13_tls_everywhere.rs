@@ -16,7 +16,7 @@ use fleet_hil::proxy::Fault;
 use fleet_hil::report::Row;
 use fleet_hil::{DeviceKind, FleetOptions, Result};
 
-use crate::{Bench, assert_events_recorded, job_of, push_compute};
+use crate::{Bench, assert_events_recorded, assert_succeeded_once, job_of, push_compute};
 
 pub fn run(bench: &Bench) -> Result<Row> {
     let mut fleet = bench.fleet_with(FleetOptions::named("s13").tls(), 8)?;
@@ -74,12 +74,7 @@ pub fn run(bench: &Bench) -> Result<Row> {
     let n = fleet.ids().len();
     let mut succeeded = 0;
     for job in &jobs {
-        let record = fleet.wait_job(job)?;
-        assert_eq!(record.job.state, "completed", "{}", record.outcome_line());
-        for (id, execution) in record.latest() {
-            assert_eq!(execution.state, "succeeded", "{id}: {execution:?}");
-            assert_eq!(record.executions_of(id).len(), 1, "{id} has more than one execution");
-        }
+        let record = assert_succeeded_once(&fleet, job)?;
         succeeded += record.count_latest("succeeded");
     }
     assert_events_recorded(&fleet, 3)?;
