@@ -47,6 +47,12 @@ fn start_serve(data: &Path, args: &[&str]) -> Killed {
     Killed(serve)
 }
 
+/// `fleetctl serve` on `data` with its embedded broker's plain, TLS and API ports on
+/// free loopback ports (`serve.lock` says which).
+fn start_serve_with_tls(data: &Path) -> Killed {
+    start_serve(data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+}
+
 /// A real `fleet-agent` on the config in `dir`, stopped when the guard drops.
 fn start_agent(dir: &Path, stderr: impl Into<Stdio>) -> Killed {
     let agent = Command::new(binary(FLEET_AGENT).unwrap())
@@ -96,8 +102,7 @@ fn recording_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
 fn an_agent_on_mqtt_over_tls_runs_a_job_and_its_password_never_crosses_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let _serve =
-        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
+    let _serve = start_serve_with_tls(&data);
     let started = Instant::now();
     let tls_addr: SocketAddr = loop {
         // What the running serve says about itself in its lock file.
@@ -248,8 +253,7 @@ fn wait_log(log: &Path, needle: &str) {
 fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let _serve =
-        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
+    let _serve = start_serve_with_tls(&data);
     let broker = serve_tls_addr(&data).to_string();
 
     let gw = dir.path().join("gw-cert");
@@ -316,12 +320,7 @@ fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_rev
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_log(&log, "MQTT link down");
-    let refused_before = broker_counter(&data, "failed_logins");
-    let started = Instant::now();
-    while broker_counter(&data, "failed_logins") <= refused_before {
-        assert!(started.elapsed() < Duration::from_secs(30), "the revoked certificate was never refused");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_a_refused_login(&data, "the revoked certificate was never refused");
     drop(agent);
     let _new = start_agent(&replaced, Stdio::null());
     let out = fleetctl(&data, &["device", "wait", "gw-cert", "--timeout", "60s"]);
@@ -333,12 +332,7 @@ fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_rev
     let out = fleetctl(&data, &["device", "show", "gw-cert", "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["state"], "removed", "{shown}");
-    let refused_before = broker_counter(&data, "failed_logins");
-    let started = Instant::now();
-    while broker_counter(&data, "failed_logins") <= refused_before {
-        assert!(started.elapsed() < Duration::from_secs(30), "the removed device's certificate was never refused");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_a_refused_login(&data, "the removed device's certificate was never refused");
 }
 
 /// A board (a plain MQTT client with a microcontroller's credentials, as the firmware
@@ -349,8 +343,7 @@ fn a_device_logs_in_with_its_client_certificate_and_is_locked_out_when_it_is_rev
 fn a_gateway_relays_a_board_to_the_broker_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let _serve =
-        start_serve(&data, &["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]);
+    let _serve = start_serve_with_tls(&data);
     let (uplink, seen) = recording_relay(serve_tls_addr(&data));
     let uplink = uplink.to_string();
 
@@ -403,6 +396,16 @@ fn a_gateway_relays_a_board_to_the_broker_over_tls() {
         Command::new(binary(FLEET_AGENT).unwrap()).arg("--config").arg(plain.join("agent.json")).output().unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("board_relay carries boards to the broker over TLS"), "{}", text(&out.stderr));
+}
+
+/// Waits until the broker refuses one more login than it had when called.
+fn wait_for_a_refused_login(data: &Path, never: &str) {
+    let refused_before = broker_counter(data, "failed_logins");
+    let started = Instant::now();
+    while broker_counter(data, "failed_logins") <= refused_before {
+        assert!(started.elapsed() < Duration::from_secs(30), "{never}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// One of the embedded broker's counters, as serve last reported them.
