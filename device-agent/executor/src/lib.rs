@@ -68,6 +68,6 @@ pub use inputs::{DataInput, DataInputs, InputError, MemoryInputs, NoInputs};
 pub use job::{Accelerator, Job};
 pub use outcome::{Failure, RunResult};
 #[cfg(feature = "wasmi")]
-pub use wasmi_backend::WasmiExecutor;
+pub use wasmi_backend::{Slice, WasmiExecutor, WasmiRun};
 #[cfg(feature = "wasmtime")]
 pub use wasmtime_backend::WasmtimeExecutor;

@@ -8,6 +8,10 @@
 //!   out in slices of `ExecutorConfig::fuel_slice` with a *resumable* call; each time a
 //!   slice runs out the executor checks the clock and the signal, then resumes. Without
 //!   either, the whole budget is given at once (no resumption overhead);
+//! * **slices for the caller**: [`WasmiExecutor::start`] and [`WasmiExecutor::resume`]
+//!   hand the pauses between slices to the caller, so a single-task firmware answers its
+//!   link (keep-alives, new envelopes, a cancel) while a job runs; [`WasmiExecutor::run`]
+//!   is the same loop with nothing in between;
 //! * **memory**: wasmi's `ResourceLimiter` refuses growth past the cap (and with it,
 //!   allocations the firmware's heap could not afford anyway);
 //! * **stack**: wasmi's value-stack height and recursion depth limits
@@ -26,16 +30,16 @@ use alloc::format;
 use alloc::string::{String, ToString};
 
 use ::wasmi::{
-    Caller, CompilationMode, Config, Engine, Error, Extern, ExternType, Linker, Memory, Module, ResourceLimiter, Store,
-    TrapCode, TypedResumableCall, ValType,
+    Caller, CompilationMode, Config, CustomFuelCosts, Engine, Error, Extern, ExternType, Linker, Memory, Module,
+    ResourceLimiter, Store, TrapCode, TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel, ValType,
 };
 use fleet_schemas::digest::sha256;
 use wasmi_core::LimiterError;
 
 use crate::abi::{self, AbiTrap, Host, MEMORY_EXPORT, MODULE};
 use crate::cache::{CacheStats, ModuleCache};
-use crate::config::{ExecutorConfig, ResolvedLimits, SetupError};
-use crate::control::Clock;
+use crate::config::{ExecutorConfig, SetupError};
+use crate::control::{Clock, StopSignal};
 use crate::inputs::DataInputs;
 use crate::job::Job;
 use crate::limiter::MemoryCap;
@@ -73,7 +77,15 @@ impl WasmiExecutor {
             });
         }
         let mut wasm = Config::default();
+        // Translating a function costs no fuel: wasmi translates lazily, on a function's
+        // first call, and a translation that runs out of fuel ends the call for good
+        // rather than pausing it, so a job's result would depend on where its fuel
+        // slices fall. Translation is bounded by the module's size instead, as on
+        // wasmtime, which compiles before the job runs.
+        let fuel_costs =
+            CustomFuelCosts { bytes_copied_per_fuel: 64, fuel_per_bytes_translated: 0, fuel_per_bytes_validated: 0 };
         wasm.consume_fuel(true)
+            .fuel_cost(fuel_costs)
             .compilation_mode(CompilationMode::LazyTranslation)
             .set_max_stack_height(config.stack_bytes)
             .set_max_recursion_depth(config.max_call_depth)
@@ -124,6 +136,27 @@ impl WasmiExecutor {
 
     /// Runs `job` with the device's data `inputs`, to completion or to a bound.
     pub fn run(&mut self, job: &Job<'_>, inputs: impl DataInputs + 'static) -> RunResult {
+        let mut run = self.start(job, inputs);
+        loop {
+            match self.resume(run) {
+                Slice::Finished(result) => return result,
+                Slice::Paused(paused) => run = paused,
+            }
+        }
+    }
+
+    /// Prepares and instantiates `job`, without running its entry yet: each
+    /// [`WasmiExecutor::resume`] then runs it for one fuel slice, so the caller can do
+    /// its own work in between (a firmware answering its link while a job runs). The
+    /// module bytes are not needed after this call.
+    ///
+    /// A job is sliced when it carries a [`StopSignal`](crate::StopSignal) or has a
+    /// timeout to check against a clock; otherwise it gets its whole budget at once and
+    /// the first `resume` runs it to its end. Where it is sliced changes nothing about
+    /// what it does: it gets the same fuel in total and stops at the same instruction
+    /// when that runs out, so its output, its fuel used and its ending are the same.
+    /// Instantiation (data segments, a start function) is not sliced.
+    pub fn start(&mut self, job: &Job<'_>, inputs: impl DataInputs + 'static) -> WasmiRun {
         let started = self.now();
         let limits = self.config.resolve(job.limits);
         let host = Host::new(
@@ -140,20 +173,88 @@ impl WasmiExecutor {
         let mut store =
             Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
         store.limiter(|data| &mut data.cap);
-
-        let mut fuel_given = 0;
-        let ending = match prepared {
-            Err(message) => Ending::Unsupported(message),
-            Ok(module) => self.execute(&mut store, &module, job, &limits, started, &mut fuel_given),
+        let deadline = match (started, limits.timeout_ms) {
+            (Some(start), Some(ms)) => Some((ms, start.saturating_add(u64::from(ms)))),
+            _ => None,
         };
+        let slice = if deadline.is_some() || job.stop.is_some() { self.config.fuel_slice.max(1) } else { u64::MAX };
+        let mut run = WasmiRun {
+            store,
+            state: RunState::Ended(Ending::OutOfFuel),
+            memory_pages: limits.memory_pages,
+            started,
+            deadline,
+            stop: job.stop.clone(),
+            slice,
+            reserve: 0,
+            fuel_given: 0,
+            slices: 0,
+        };
+        run.state = match prepared {
+            Err(message) => RunState::Ended(Ending::Unsupported(message)),
+            Ok(module) => self.instantiate(&mut run, &module, job, limits.fuel),
+        };
+        run
+    }
 
+    /// Runs `run` for its next fuel slice, after checking its stop signal and its
+    /// deadline: `Paused` when the slice ran out and fuel is left, `Finished` when the
+    /// job ended (returned, trapped, ran out of its budget, timed out or was stopped).
+    pub fn resume(&self, mut run: WasmiRun) -> Slice {
+        let call = match core::mem::replace(&mut run.state, RunState::Running) {
+            RunState::Ended(ending) => return Slice::Finished(self.finish(run, ending)),
+            RunState::Running => return Slice::Finished(self.finish(run, Ending::OutOfFuel)),
+            RunState::Ready(func) => func.call_resumable(&mut run.store, ()),
+            RunState::Paused(pending) => {
+                if run.stop.as_ref().is_some_and(|s| s.is_stopped()) {
+                    return Slice::Finished(self.finish(run, Ending::Stopped));
+                }
+                if let (Some((ms, at)), Some(now)) = (run.deadline, self.now())
+                    && now >= at
+                {
+                    return Slice::Finished(self.finish(run, Ending::Timeout(ms)));
+                }
+                let have = run.store.get_fuel().unwrap_or(0);
+                let need = pending.required_fuel().saturating_sub(have);
+                let give = run.slice.min(run.reserve).max(need);
+                run.reserve -= give;
+                if run.store.set_fuel(have + give).is_err() {
+                    return Slice::Finished(self.finish(run, Ending::OutOfFuel));
+                }
+                run.fuel_given += give;
+                pending.resume(&mut run.store)
+            }
+        };
+        run.slices += 1;
+        let ending = match call {
+            Ok(TypedResumableCall::Finished(code)) => Ending::Returned(code),
+            Ok(TypedResumableCall::HostTrap(trap)) => ending_of(trap.host_error(), false),
+            Err(e) => ending_of(&e, false),
+            Ok(TypedResumableCall::OutOfFuel(pending)) => {
+                let have = run.store.get_fuel().unwrap_or(0);
+                let need = pending.required_fuel().saturating_sub(have);
+                if run.reserve == 0 || need > run.reserve {
+                    // Out of the whole budget: where an unsliced run stops too.
+                    Ending::OutOfFuel
+                } else {
+                    run.state = RunState::Paused(pending);
+                    return Slice::Paused(run);
+                }
+            }
+        };
+        Slice::Finished(self.finish(run, ending))
+    }
+
+    /// The result of a run that ended with `ending`.
+    fn finish(&self, run: WasmiRun, ending: Ending) -> RunResult {
+        let WasmiRun { store, fuel_given, started, memory_pages, .. } = run;
         let fuel_used = fuel_given.saturating_sub(store.get_fuel().unwrap_or(0));
         let duration_ms = match (started, self.now()) {
             (Some(start), Some(end)) => u32::try_from(end.saturating_sub(start)).unwrap_or(u32::MAX),
             _ => 0,
         };
         let data = store.into_data();
-        let refused = data.cap.refused.then_some(limits.memory_pages);
+        let refused = data.cap.refused.then_some(memory_pages);
         conclude(data.host, ending, refused, fuel_used, duration_ms)
     }
 
@@ -198,82 +299,89 @@ impl WasmiExecutor {
         Ok(module)
     }
 
-    /// Instantiates and calls the entry, in fuel slices where something must be
-    /// checked between them. `fuel_given` tracks all fuel handed to the store.
-    fn execute(
-        &self,
-        store: &mut Store<Data>,
-        module: &Module,
-        job: &Job<'_>,
-        limits: &ResolvedLimits,
-        started: Option<u64>,
-        fuel_given: &mut u64,
-    ) -> Ending {
+    /// Instantiates the module with the whole budget, finds the entry, and holds the
+    /// budget back but for the first slice.
+    fn instantiate(&self, run: &mut WasmiRun, module: &Module, job: &Job<'_>, fuel: u64) -> RunState {
+        let store = &mut run.store;
         // Instantiation (data segments, a start function) gets the whole budget.
-        if let Err(e) = store.set_fuel(limits.fuel) {
-            return Ending::Unsupported(format!("cannot set fuel: {e}"));
+        if let Err(e) = store.set_fuel(fuel) {
+            return RunState::Ended(Ending::Unsupported(format!("cannot set fuel: {e}")));
         }
-        *fuel_given = limits.fuel;
+        run.fuel_given = fuel;
         let instance = match self.linker.instantiate_and_start(&mut *store, module) {
             Ok(instance) => instance,
-            Err(e) if store.data().cap.refused => return Ending::OutOfMemory(e.to_string()),
-            Err(e) => return ending_of(&e, true),
+            Err(e) if store.data().cap.refused => return RunState::Ended(Ending::OutOfMemory(e.to_string())),
+            Err(e) => return RunState::Ended(ending_of(&e, true)),
         };
         let Some(memory) = instance.get_memory(&*store, MEMORY_EXPORT) else {
-            return Ending::Unsupported(format!("the module exports no memory named `{MEMORY_EXPORT}`"));
+            return RunState::Ended(Ending::Unsupported(format!(
+                "the module exports no memory named `{MEMORY_EXPORT}`"
+            )));
         };
         store.data_mut().memory = Some(memory);
         let entry = job.entry_name();
         if instance.get_func(&*store, entry).is_none() {
-            return Ending::Unsupported(format!("the module exports no function `{entry}`"));
+            return RunState::Ended(Ending::Unsupported(format!("the module exports no function `{entry}`")));
         }
         let Ok(func) = instance.get_typed_func::<(), i32>(&*store, entry) else {
-            return Ending::Unsupported(format!("the entry `{entry}` must have type () -> i32"));
+            return RunState::Ended(Ending::Unsupported(format!("the entry `{entry}` must have type () -> i32")));
         };
-
-        // What is left of the budget, handed out in slices if anything must be checked.
+        // What is left of the budget, handed out in slices.
         let left = store.get_fuel().unwrap_or(0);
-        let deadline = match (started, limits.timeout_ms) {
-            (Some(start), Some(ms)) => Some((ms, start.saturating_add(u64::from(ms)))),
-            _ => None,
-        };
-        let slice = if deadline.is_some() || job.stop.is_some() { self.config.fuel_slice.max(1) } else { u64::MAX };
-        let mut reserve = left.saturating_sub(slice);
-        if store.set_fuel(left - reserve).is_err() {
-            return Ending::OutOfFuel;
+        run.reserve = left.saturating_sub(run.slice);
+        if store.set_fuel(left - run.reserve).is_err() {
+            return RunState::Ended(Ending::OutOfFuel);
         }
-        *fuel_given -= reserve;
-        let mut call = func.call_resumable(&mut *store, ());
-        loop {
-            match call {
-                Ok(TypedResumableCall::Finished(code)) => return Ending::Returned(code),
-                Ok(TypedResumableCall::HostTrap(trap)) => return ending_of(trap.host_error(), false),
-                Err(e) => return ending_of(&e, false),
-                Ok(TypedResumableCall::OutOfFuel(pending)) => {
-                    if job.stop.as_ref().is_some_and(|s| s.is_stopped()) {
-                        return Ending::Stopped;
-                    }
-                    if let (Some((ms, at)), Some(now)) = (deadline, self.now())
-                        && now >= at
-                    {
-                        return Ending::Timeout(ms);
-                    }
-                    let have = store.get_fuel().unwrap_or(0);
-                    let need = pending.required_fuel().saturating_sub(have);
-                    if reserve == 0 || need > reserve {
-                        return Ending::OutOfFuel;
-                    }
-                    let give = slice.min(reserve).max(need);
-                    reserve -= give;
-                    if store.set_fuel(have + give).is_err() {
-                        return Ending::OutOfFuel;
-                    }
-                    *fuel_given += give;
-                    call = pending.resume(&mut *store);
-                }
-            }
-        }
+        run.fuel_given -= run.reserve;
+        RunState::Ready(func)
     }
+}
+
+/// A job on wasmi between two fuel slices (see [`WasmiExecutor::start`]). Dropping it
+/// abandons the job.
+pub struct WasmiRun {
+    store: Store<Data>,
+    state: RunState,
+    memory_pages: u32,
+    started: Option<u64>,
+    /// The timeout and when it is reached, on the executor's clock.
+    deadline: Option<(u32, u64)>,
+    stop: Option<StopSignal>,
+    /// Fuel per slice (`u64::MAX`: unsliced).
+    slice: u64,
+    /// Budget not yet handed to the store.
+    reserve: u64,
+    /// Fuel handed to the store so far.
+    fuel_given: u64,
+    slices: u32,
+}
+
+impl WasmiRun {
+    /// Slices run so far.
+    pub fn slices(&self) -> u32 {
+        self.slices
+    }
+}
+
+/// Where a [`WasmiRun`] stands.
+enum RunState {
+    /// Instantiated; the entry not yet called.
+    Ready(TypedFunc<(), i32>),
+    /// A slice ran out of fuel, and the budget has more.
+    Paused(TypedResumableCallOutOfFuel<i32>),
+    /// Ended before the entry ran (an unsupported module, a trap in instantiation).
+    Ended(Ending),
+    /// Inside [`WasmiExecutor::resume`].
+    Running,
+}
+
+/// What one [`WasmiExecutor::resume`] left.
+#[allow(clippy::large_enum_variant)]
+pub enum Slice {
+    /// The slice ran out of fuel and the job has more: resume it when ready.
+    Paused(WasmiRun),
+    /// The job ended.
+    Finished(RunResult),
 }
 
 /// Classifies a wasmi error raised while running a job.

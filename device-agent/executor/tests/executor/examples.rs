@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use fleet_executor::{FileInputs, Job, MemoryInputs, NoInputs};
 use fleet_schemas::{FailReason, JobId, JobSpec, Limits, ModuleSource, Requirements};
 
-use crate::support::{BACKENDS, DEVICE, Executors, TEST_FUEL, expect_failure, strings};
+use crate::support::{BACKENDS, DEVICE, Executors, TEST_FUEL, expect_failure, strings, sum_compute};
 
 #[test]
 fn hello_outputs_the_device_id_and_logs() {
@@ -105,19 +105,6 @@ fn a_listed_input_the_device_lacks_cannot_be_opened() {
         let (message, _) = expect_failure(backend, ex.run(backend, &job, NoInputs), FailReason::Trap);
         assert_eq!(message, "job returned 2", "{backend:?}");
     }
-}
-
-/// The guest's algorithm, on the host.
-fn sum_compute(n: u64) -> String {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut sum: u64 = 0;
-    for _ in 0..n {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        sum = sum.wrapping_add(state.wrapping_mul(0x2545_F491_4F6C_DD1D));
-    }
-    format!("n={n} sum={sum:016x}")
 }
 
 #[test]

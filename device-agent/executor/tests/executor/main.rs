@@ -10,4 +10,5 @@ mod abi_edges;
 mod examples;
 mod hostile;
 mod inference;
+mod slicing;
 mod support;

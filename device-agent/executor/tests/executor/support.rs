@@ -68,3 +68,16 @@ pub fn expect_failure(backend: Backend, result: RunResult, reason: FailReason) -
 pub fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+/// The guest's algorithm, on the host.
+pub fn sum_compute(n: u64) -> String {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut sum: u64 = 0;
+    for _ in 0..n {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        sum = sum.wrapping_add(state.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    }
+    format!("n={n} sum={sum:016x}")
+}
