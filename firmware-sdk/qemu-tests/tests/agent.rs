@@ -6,14 +6,15 @@
 //! fleet (broker and controller) and the board, and asserts on what the controller
 //! receives, as the real controller would see it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fleet_executor::{ExecutorConfig, Job, NoInputs, WasmiExecutor};
 use fleet_firmware_qemu_tests::board::{Board, agent_command};
 use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received, ready};
 use fleet_firmware_qemu_tests::provision::{golden_device, write_flash};
 use fleet_firmware_qemu_tests::proxy::Proxy;
 use fleet_firmware_qemu_tests::{firmware, qemu_command, scratch_dir};
-use fleet_schemas::{EventKind, ExecutionEvent, ExecutionKey, Presence, Rejection};
+use fleet_schemas::{DeviceId, EventKind, ExecutionEvent, ExecutionKey, JobId, Presence, Rejection};
 
 /// Boot, journal replay, connect (QEMU's chardev connects asynchronously, so the
 /// first CONNECT may be lost and retried).
@@ -26,8 +27,12 @@ fn online(received: &[Received]) -> bool {
 }
 
 fn terminal(event: &ExecutionEvent) -> bool {
+    ends(&event.kind)
+}
+
+fn ends(kind: &EventKind) -> bool {
     matches!(
-        event.kind,
+        kind,
         EventKind::Succeeded(_) | EventKind::Failed { .. } | EventKind::Rejected { .. } | EventKind::Canceled
     )
 }
@@ -148,6 +153,119 @@ fn a_power_cut_mid_job_ends_in_exactly_one_terminal_event() {
     assert_eq!(events.iter().filter(|e| terminal(e)).count(), 1);
     assert_eq!(events.len(), 3, "{events:#?}");
     eprintln!("--- before the power cut\n{before}{board}");
+}
+
+/// The board's MQTT keep-alive (`Settings::microcontroller`); the broker drops a
+/// client that is silent for one and a half of it.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// The `ms` of the board's `job: <verdict> <key> in <ms> ms, ...` line for `job`.
+fn job_ms(console: &str, job: &JobId) -> Option<u64> {
+    let key = format!("{}/gw-001/1 in ", job);
+    let line = console.lines().find(|l| l.starts_with("job: ") && l.contains(&key))?;
+    line.split(&key).nth(1)?.split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn a_long_job_keeps_the_board_online_and_what_is_sent_meanwhile_is_acknowledged_and_run_after() {
+    let dir = scratch_dir("agent-stays-online");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
+    let connects = board.count("mqtt: connected");
+
+    // Runs for about three keep-alive periods on the emulated board: twice what the
+    // broker waits on a silent client before it drops it and publishes the last-will.
+    let long = Fleet::job(5, fleet_example_jobs::SUM_COMPUTE, &["25000000"], 2_000_000_000);
+    let (long_id, long_spec) = (long.job_id, long.clone());
+    let envelope = fleet.envelope(long);
+    fleet.send_job(envelope);
+    assert!(board.wait_for("job: running", JOB), "the long job never started\n{board}");
+    let running = Instant::now();
+
+    // A job sent while it runs: verified, stored and acknowledged at once (its
+    // Accepted event), run after.
+    fleet.wait_until(KEEP_ALIVE, |_| false);
+    let hello = Fleet::job(6, fleet_example_jobs::HELLO, &[], 0);
+    let hello_id = hello.job_id;
+    let envelope = fleet.envelope(hello);
+    let sent = Instant::now();
+    fleet.send_job(envelope);
+    let of = |job: JobId, kind: fn(&EventKind) -> bool| {
+        move |r: &[Received]| {
+            r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == job && kind(&e.kind)))
+        }
+    };
+    assert!(
+        fleet.wait_until(Duration::from_secs(5), of(hello_id, |k| *k == EventKind::Accepted)),
+        "the envelope sent during the job was not accepted while it ran\n{board}"
+    );
+    let accepted_after = sent.elapsed();
+    assert!(!of(long_id, ends)(&fleet.received), "the long job ended before the second envelope came; make it longer");
+    // The controller has the three events so far (the device sends a few ahead of acks).
+    fleet.ack(3);
+
+    // One as large as they come: its module is the long job's, and the heap cannot
+    // hold both jobs while it handles it. It is held, unacknowledged, until the long
+    // job ends, and then accepted and run.
+    let large = Fleet::job(7, fleet_example_jobs::SUM_COMPUTE, &["1000"], 0);
+    let large_id = large.job_id;
+    let envelope = fleet.envelope(large);
+    fleet.send_job(envelope);
+    assert!(board.wait_for("held a 15819 byte message: no heap for it", JOB), "{board}");
+    assert!(fleet.wait_until(Duration::from_secs(120), of(long_id, ends)), "the long job never ended\n{board}");
+    assert!(fleet.wait_until(JOB, of(large_id, |k| *k == EventKind::Accepted)), "the held envelope was lost\n{board}");
+    fleet.ack(5);
+    let all_ended = move |r: &[Received]| of(hello_id, ends)(r) && of(large_id, ends)(r);
+    assert!(fleet.wait_until(JOB, all_ended), "the jobs sent meanwhile never ended\n{board}");
+    assert!(!board.console().contains("panicked"), "{board}");
+    let console = board.console();
+    let long_ms = job_ms(&console, &long_id).unwrap_or_else(|| panic!("no end line for the long job\n{board}"));
+    assert!(
+        long_ms > KEEP_ALIVE.as_millis() as u64 * 2,
+        "the long job ran {long_ms} ms, not past two keep-alive periods; make it longer\n{board}"
+    );
+
+    // Never offline, never reconnected.
+    let offline = fleet.received.iter().any(|r| matches!(r, Received::Status(s) if s.state == Presence::Offline));
+    assert!(!offline, "the board went offline while it worked\n{board}");
+    assert_eq!(board.count("mqtt: connected"), connects, "the board reconnected while it worked\n{board}");
+
+    // In order: hello accepted during the long job, the large one after it; both run
+    // after it, and succeed.
+    let events = fleet.events();
+    let at = |job: JobId, kind: fn(&EventKind) -> bool| {
+        events.iter().position(|e| e.key.job_id == job && kind(&e.kind)).unwrap_or_else(|| panic!("{events:#?}"))
+    };
+    assert!(at(hello_id, |k| *k == EventKind::Accepted) < at(long_id, ends), "{events:#?}");
+    assert!(at(long_id, ends) < at(large_id, |k| *k == EventKind::Accepted), "{events:#?}");
+    assert!(at(long_id, ends) < at(hello_id, |k| *k == EventKind::Started), "{events:#?}");
+    for job in [hello_id, large_id] {
+        assert!(matches!(events[at(job, ends)].kind, EventKind::Succeeded(_)), "{events:#?}");
+        let terminals = events.iter().filter(|e| e.key.job_id == job && ends(&e.kind)).count();
+        assert_eq!(terminals, 1, "{events:#?}");
+    }
+
+    // The same output and fuel as the job run at once, unsliced, by the same wasmi.
+    let EventKind::Succeeded(report) = &events[at(long_id, ends)].kind else {
+        panic!("the long job failed: {events:#?}\n{board}");
+    };
+    let device = DeviceId::new("gw-001").unwrap_or_else(|e| panic!("{e}"));
+    let mut host =
+        WasmiExecutor::new(ExecutorConfig::microcontroller(device)).unwrap_or_else(|e| panic!("{e}")).without_clock();
+    let fleet_schemas::ModuleSource::Inline(module) = &long_spec.module else { unreachable!() };
+    let unsliced = host
+        .run(&Job::from_spec(&long_spec, module), NoInputs)
+        .unwrap_or_else(|f| panic!("the job fails on the host: {f}"));
+    assert_eq!(report.output, unsliced.output);
+    assert_eq!(report.fuel_used, unsliced.fuel_used, "the sliced run used other fuel than the unsliced one");
+    let end = console.lines().find(|l| l.contains(&format!("{long_id}/gw-001/1 in "))).unwrap_or_default();
+    eprintln!(
+        "{end}\nlong job: {:.1} s on the board; envelope sent meanwhile accepted in {} ms\n{board}",
+        running.elapsed().as_secs_f64(),
+        accepted_after.as_millis()
+    );
 }
 
 #[test]

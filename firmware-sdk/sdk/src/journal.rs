@@ -429,7 +429,11 @@ impl<F: MultiwriteNorFlash> Journal<F> {
         let mut data: Vec<u8> = Vec::with_capacity(FRAGMENT_DATA);
         let mut written = 0;
         for op in ops {
-            let encoded = postcard::to_allocvec(op).map_err(|_| JournalError::Encode)?;
+            // Sized first: `to_allocvec` grows its buffer by doubling, so an op that
+            // carries a module would briefly take twice the module's size in one block.
+            let size = postcard::experimental::serialized_size(op).map_err(|_| JournalError::Encode)?;
+            let mut encoded = alloc::vec![0u8; size];
+            postcard::to_slice(op, &mut encoded).map_err(|_| JournalError::Encode)?;
             crc.update(&encoded);
             let mut rest = encoded.as_slice();
             while !rest.is_empty() {

@@ -16,13 +16,31 @@
 //!                            Stop, (Un)Subscribe, Notice
 //! ```
 //!
-//! **One task, jobs in between.** The firmware has one thread, so a `Run` is queued and
-//! the job runs once every action of the same `handle` call is performed, the publishes
-//! included: the controller has the `Started` event before the job begins. While a job
-//! runs (bounded by its fuel) nothing else happens; the keep-alive is chosen well above
-//! a job's run time, and if a job outlasts it the broker drops the link, the last-will
-//! says offline, and the shell reconnects afterwards. The core then republishes what the
-//! controller has not acknowledged.
+//! **One task, the job in slices.** The firmware has one thread, so a `Run` is queued
+//! and the job starts once every action of the same `handle` call is performed, the
+//! publishes included: the controller has the `Started` event before the job begins.
+//! The job then runs in fuel slices (`ExecutorConfig::fuel_slice`, wasmi's resumable
+//! calls); between two slices the shell looks at its link without waiting
+//! ([`Link::poll_event`]) and feeds the core what arrived, as it does when idle:
+//! keep-alive pings go out and their answers come in, so the broker never drops a
+//! board for working; a new envelope is verified, stored and acknowledged at once and
+//! queued behind the running one; a cancel raises the running job's [`StopSignal`],
+//! which ends it before its next slice; the 1 s tick, a lost link and a reconnect are
+//! handled too. Where the slices fall changes nothing about the job's result (the same
+//! fuel, stopping at the same instruction). A power cut mid-slice is a power cut mid-job:
+//! the execution runs again after the restart, its terminal event once.
+//!
+//! **Two jobs do not fit twice.** A running job holds its Wasm memory and its module;
+//! handling an envelope takes several times its size while it is decoded, verified,
+//! journaled and queued (about 6.4 times for a 16 KiB module on the mps2-an386). So a
+//! message that arrives mid-job is handled at once only if the heap has room for it
+//! ([`Console::heap`], estimated by [`handling_cost`]); otherwise it is held, its
+//! PUBACK with it, and handled as soon as the heap has room (between later slices, or
+//! once no job waits to start): nothing is lost, the broker keeps it unacknowledged
+//! meanwhile, and nothing that arrives after it overtakes it. Small messages (acks, cancels, chunk requests)
+//! nearly always fit. Once the heap could not take another packet as large as the
+//! session allows, the shell stops reading the link until the job ends: the board
+//! then may be dropped by the broker, as before slicing, rather than run out of heap.
 //!
 //! **Link loss** is noticed by the session (keep-alive, a refused or broken stream); the
 //! shell tells the core `LinkDown` and reconnects with exponential backoff (0.5 s to
@@ -42,7 +60,7 @@ use core::fmt;
 
 use embedded_storage_async::nor_flash::MultiwriteNorFlash;
 use fleet_agent_core::{Action, AgentCore, DeliveryToken, Input, Notice, Now, Outcome, Publish, RecoverError, StoreOp};
-use fleet_executor::{Job, WasmiExecutor};
+use fleet_executor::{Job, Slice, StopSignal, WasmiExecutor};
 
 use crate::inputs::BoardData;
 use fleet_schemas::chunk::module_matches;
@@ -52,7 +70,7 @@ use fleet_schemas::{ExecutionKey, FailReason, JobSpec, ModuleSource, RunReport};
 use crate::clock::Clock;
 use crate::heap::HeapStats;
 use crate::journal::{Journal, JournalError};
-use crate::mqtt::{Event, Link, QoS, Session, SessionError, Token, Will};
+use crate::mqtt::{Event, Link, LinkError, QoS, Session, SessionError, Token, Will};
 use crate::transport::Transport;
 
 pub use setup::{Settings, SetupError};
@@ -66,6 +84,19 @@ pub const MAX_BACKOFF_MS: u64 = 30_000;
 /// How long the transport must stay quiet before a new CONNECT (stale bytes of the old
 /// connection are dropped meanwhile).
 const QUIET_MS: u64 = 50;
+/// Between two slices of a running job, how long a pause in what the broker sends ends
+/// the look at the link (only after bytes came: an idle link costs one register read).
+const LINGER_MS: u64 = 5;
+/// Heap bytes kept free beyond a message's [`handling_cost`].
+const HEAP_MARGIN: usize = 4 * 1024;
+
+/// What handling a message of `len` bytes may take from the heap at its peak: its
+/// decoded copy, the journal record, the queued spec and their framing, with room to
+/// spare (measured: 6.4 times a 15.8 KB envelope, 5.3 times a 6.5 KB one, 2 KB for a
+/// 100 byte ack).
+pub fn handling_cost(len: usize) -> usize {
+    len.saturating_mul(7).saturating_add(2 * 1024)
+}
 
 /// Where the shell's log lines go (semihosting, RTT, a debug UART).
 pub trait Console {
@@ -127,6 +158,14 @@ pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, 
     runs: VecDeque<(ExecutionKey, Box<JobSpec>)>,
     /// Executions stopped before they ran, to report as finished.
     stopped: VecDeque<ExecutionKey>,
+    /// The execution running now, and what stops it.
+    running: Option<(ExecutionKey, StopSignal)>,
+    /// Messages that arrived mid-job without room on the heap, handled after it.
+    held: VecDeque<Held>,
+    /// Set when the heap could not take another packet mid-job: the link is left alone
+    /// until the job ends.
+    link_paused: bool,
+    max_packet_bytes: usize,
     next_tick_ms: u64,
     next_connect_ms: u64,
     backoff_ms: u64,
@@ -146,6 +185,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
         ));
         let core = AgentCore::new(agent_config, recovered)?;
         let session = Session::new(setup::session_config(config, &settings));
+        let settings_packet = settings.max_packet_bytes;
         Ok(Self {
             core,
             link: Link::new(transport, session),
@@ -156,6 +196,10 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
             console,
             runs: VecDeque::new(),
             stopped: VecDeque::new(),
+            running: None,
+            held: VecDeque::new(),
+            link_paused: false,
+            max_packet_bytes: settings_packet,
             next_tick_ms: 0,
             next_connect_ms: 0,
             backoff_ms: MIN_BACKOFF_MS,
@@ -184,29 +228,105 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
             return self.handle(Input::ExecutionFinished { key, outcome }).await;
         }
         if let Some((key, job)) = self.runs.pop_front() {
-            let outcome = self.execute(&key, &job).await?;
+            let outcome = self.execute(&key, job).await?;
             return self.handle(Input::ExecutionFinished { key, outcome }).await;
         }
-        let now = self.clock.now_ms();
-        let idle = matches!(self.link.session().state(), crate::mqtt::State::Disconnected);
-        if idle && now >= self.next_connect_ms {
-            let will = to_will(self.core.last_will());
-            self.link.session().set_will(Some(will));
-            if let Err(error) = self.link.connect(self.clock, QUIET_MS).await {
-                self.console.line(format_args!("mqtt: cannot connect: {error}"));
-                self.schedule_reconnect();
-            }
+        // Held messages go to the core once no job is waiting to start (a queued job is
+        // instantiated first, while the heap still has the block the last one freed) or,
+        // if one is, between its slices as soon as the heap has room.
+        if let Some(held) = self.held.pop_front() {
+            return self.on_message(held).await;
+        }
+        if self.connect_if_due().await {
             return Ok(());
         }
+        let idle = matches!(self.link.session().state(), crate::mqtt::State::Disconnected);
         let until = if idle { self.next_tick_ms.min(self.next_connect_ms) } else { self.next_tick_ms };
-        match self.link.next_event(self.clock, until).await {
-            Ok(Some(event)) => self.on_event(event).await?,
-            Ok(None) => {}
+        let event = self.link.next_event(self.clock, until).await;
+        if let Some(event) = self.link_result(event) {
+            self.on_event(event).await?;
+        }
+        self.tick_if_due().await
+    }
+
+    /// Between two slices of a running job: everything the link has brought, a
+    /// reconnect or a tick if one is due, without waiting for anything (see the module
+    /// docs). A `Run` the core emits meanwhile is queued behind the running job.
+    async fn between_slices(&mut self) -> Result<(), AgentError> {
+        if self.core.is_link_up() && !self.link.session().is_connected() {
+            self.handle(Input::LinkDown).await?;
+        }
+        while self.held.front().is_some_and(|m| self.has_room_for(m)) {
+            if let Some(held) = self.held.pop_front() {
+                self.on_message(held).await?;
+            }
+        }
+        if !self.link_paused && !self.connect_if_due().await {
+            loop {
+                let event = self.link.poll_event(self.clock, LINGER_MS).await;
+                match self.link_result(event) {
+                    Some(Event::Message { topic, payload, token, .. }) => {
+                        let message = Held { topic, payload, token };
+                        // In order: nothing overtakes a held message.
+                        if self.held.is_empty() && self.has_room_for(&message) {
+                            self.on_message(message).await?;
+                            continue;
+                        }
+                        self.console.line(format_args!(
+                            "agent: held a {} byte message: no heap for it while the job runs",
+                            message.payload.len()
+                        ));
+                        self.held.push_back(message);
+                        let free = self.console.heap().map_or(0, |h| h.size.saturating_sub(h.used));
+                        if free < self.max_packet_bytes.saturating_add(HEAP_MARGIN) {
+                            self.console.line(format_args!("agent: link paused until the job ends"));
+                            self.link_paused = true;
+                            break;
+                        }
+                    }
+                    Some(event) => self.on_event(event).await?,
+                    None => break,
+                }
+            }
+        }
+        self.tick_if_due().await
+    }
+
+    /// Whether the heap can take handling `message` now.
+    fn has_room_for(&self, message: &Held) -> bool {
+        let free = self.console.heap().map(|h| h.size.saturating_sub(h.used));
+        free.is_some_and(|free| free >= handling_cost(message.payload.len()).saturating_add(HEAP_MARGIN))
+    }
+
+    /// Sends CONNECT if the link is down and the reconnect is due; whether it did.
+    async fn connect_if_due(&mut self) -> bool {
+        let idle = matches!(self.link.session().state(), crate::mqtt::State::Disconnected);
+        if !idle || self.clock.now_ms() < self.next_connect_ms {
+            return false;
+        }
+        let will = to_will(self.core.last_will());
+        self.link.session().set_will(Some(will));
+        if let Err(error) = self.link.connect(self.clock, QUIET_MS).await {
+            self.console.line(format_args!("mqtt: cannot connect: {error}"));
+            self.schedule_reconnect();
+        }
+        true
+    }
+
+    /// The event a link call returned, if any; a failure is logged and schedules the
+    /// reconnect.
+    fn link_result(&mut self, result: Result<Option<Event>, LinkError>) -> Option<Event> {
+        match result {
+            Ok(event) => event,
             Err(error) => {
                 self.console.line(format_args!("mqtt: link lost: {error}"));
                 self.schedule_reconnect();
+                None
             }
         }
+    }
+
+    async fn tick_if_due(&mut self) -> Result<(), AgentError> {
         if self.clock.now_ms() >= self.next_tick_ms {
             self.next_tick_ms = self.clock.now_ms().saturating_add(TICK_MS);
             self.handle(Input::Tick).await?;
@@ -221,16 +341,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
                 self.backoff_ms = MIN_BACKOFF_MS;
                 self.handle(Input::LinkUp).await
             }
-            Event::Message { topic, payload, token, .. } => {
-                // QoS 0 messages have no token; 0 names none (session tokens are never 0).
-                let delivery = DeliveryToken(token.map_or(0, |t| t.0));
-                let started = self.clock.now_ms();
-                self.handle(Input::Message { topic: &topic, payload: &payload, delivery }).await?;
-                let took = self.clock.now_ms().saturating_sub(started);
-                self.console
-                    .line(format_args!("agent: {} byte message on {topic} handled in {took} ms", payload.len()));
-                Ok(())
-            }
+            Event::Message { topic, payload, token, .. } => self.on_message(Held { topic, payload, token }).await,
             Event::Skipped { topic, len } => {
                 self.console.line(format_args!("mqtt: dropped a {len} byte message on {topic}: over the packet limit"));
                 Ok(())
@@ -241,6 +352,17 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
             }
             Event::Published { .. } | Event::Subscribed { .. } | Event::Unsubscribed { .. } => Ok(()),
         }
+    }
+
+    async fn on_message(&mut self, message: Held) -> Result<(), AgentError> {
+        let Held { topic, payload, token } = message;
+        // QoS 0 messages have no token; 0 names none (session tokens are never 0).
+        let delivery = DeliveryToken(token.map_or(0, |t| t.0));
+        let started = self.clock.now_ms();
+        self.handle(Input::Message { topic: &topic, payload: &payload, delivery }).await?;
+        let took = self.clock.now_ms().saturating_sub(started);
+        self.console.line(format_args!("agent: {} byte message on {topic} handled in {took} ms", payload.len()));
+        Ok(())
     }
 
     /// Feeds one input to the core and performs its actions, in order.
@@ -284,6 +406,9 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
                 if let Some(at) = self.runs.iter().position(|(k, _)| *k == key) {
                     self.runs.remove(at);
                     self.stopped.push_back(key);
+                } else if let Some((_, stop)) = self.running.as_ref().filter(|(k, _)| *k == key) {
+                    // Ends before its next slice; the core records the cancel itself.
+                    stop.stop();
                 }
                 Ok(())
             }
@@ -305,15 +430,13 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
     }
 
     /// Runs one execution to its end.
-    async fn execute(&mut self, key: &ExecutionKey, job: &JobSpec) -> Result<Outcome, AgentError> {
-        let loaded;
-        let module: &[u8] = match &job.module {
-            ModuleSource::Inline(bytes) => bytes,
+    async fn execute(&mut self, key: &ExecutionKey, mut job: Box<JobSpec>) -> Result<Outcome, AgentError> {
+        let module = match &mut job.module {
+            // Taken out of the spec: once the job is instantiated nothing needs the bytes,
+            // and a job running in slices leaves the heap to what arrives meanwhile.
+            ModuleSource::Inline(bytes) => core::mem::take(bytes),
             ModuleSource::Chunked(spec) => match self.journal.load_module(spec.hash).await? {
-                Some(bytes) if module_matches(&bytes, spec) => {
-                    loaded = bytes;
-                    &loaded
-                }
+                Some(bytes) if module_matches(&bytes, spec) => bytes,
                 _ => {
                     self.handle(Input::ModuleLost { hash: spec.hash }).await?;
                     return Ok(failed(FailReason::ModuleUnavailable, "the stored module is gone or damaged"));
@@ -322,7 +445,36 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
         };
         self.console.line(format_args!("job: running {}", Key(key)));
         let started = self.clock.now_ms();
-        let outcome = match self.executor.run(&Job::from_spec(job, module), self.inputs.clone()) {
+        let stop = StopSignal::new();
+        let mut run = self.executor.start(&Job::from_spec(&job, &module).with_stop(stop.clone()), self.inputs.clone());
+        drop(module);
+        self.running = Some((key.clone(), stop));
+        // What the slicing costs, for the log: slices, the longest one, time spent on
+        // the link in between.
+        let (mut slices, mut longest_ms, mut between_ms) = (1u32, 0, 0);
+        let mut slice_started = started;
+        let result = loop {
+            match self.executor.resume(run) {
+                Slice::Finished(result) => break result,
+                Slice::Paused(paused) => {
+                    run = paused;
+                    let paused_at = self.clock.now_ms();
+                    longest_ms = longest_ms.max(paused_at.saturating_sub(slice_started));
+                    if let Err(error) = self.between_slices().await {
+                        self.running = None;
+                        self.link_paused = false;
+                        return Err(error);
+                    }
+                    slice_started = self.clock.now_ms();
+                    between_ms += slice_started.saturating_sub(paused_at);
+                    slices += 1;
+                }
+            }
+        };
+        self.running = None;
+        self.link_paused = false;
+        longest_ms = longest_ms.max(self.clock.now_ms().saturating_sub(slice_started));
+        let outcome = match result {
             Ok(report) => Outcome::Succeeded(report),
             Err(failure) => {
                 Outcome::Failed { reason: failure.reason, message: failure.message, report: failure.report }
@@ -333,7 +485,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
             Outcome::Failed { report, .. } => ("failed", report.fuel_used),
         };
         self.console.line(format_args!(
-            "job: {verdict} {} in {} ms, {fuel} fuel",
+            "job: {verdict} {} in {} ms, {fuel} fuel, {slices} slices, longest {longest_ms} ms, link {between_ms} ms",
             Key(key),
             self.clock.now_ms().saturating_sub(started)
         ));
@@ -347,6 +499,13 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
         self.next_connect_ms = self.clock.now_ms().saturating_add(self.backoff_ms);
         self.backoff_ms = self.backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
     }
+}
+
+/// A message taken off the link, not yet handed to the core.
+struct Held {
+    topic: String,
+    payload: alloc::vec::Vec<u8>,
+    token: Option<Token>,
 }
 
 fn qos_of(qos: fleet_agent_core::QoS) -> QoS {

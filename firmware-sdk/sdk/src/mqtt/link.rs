@@ -91,6 +91,25 @@ impl<T: Transport> Link<T> {
     /// Waits for the next session event, or until `until_ms`: `Ok(None)` then. Pings
     /// and timeouts are handled on the way.
     pub async fn next_event<C: Clock>(&mut self, clock: &C, until_ms: u64) -> Result<Option<Event>, LinkError> {
+        self.event_within(clock, until_ms, 0).await
+    }
+
+    /// The next event from what the broker has already sent, without waiting for it to
+    /// send more: reads while bytes keep coming, and stops at the first gap longer than
+    /// `linger_ms` (`Ok(None)` then). Pings due are sent on the way. For a shell that
+    /// has other work (a job's next fuel slice) and looks at its link in between.
+    pub async fn poll_event<C: Clock>(&mut self, clock: &C, linger_ms: u64) -> Result<Option<Event>, LinkError> {
+        self.event_within(clock, clock.now_ms(), linger_ms).await
+    }
+
+    /// Events until `until_ms`, pushed back by `linger_ms` after each read that got
+    /// bytes. A read is always tried once, even when `until_ms` has passed.
+    async fn event_within<C: Clock>(
+        &mut self,
+        clock: &C,
+        mut until_ms: u64,
+        linger_ms: u64,
+    ) -> Result<Option<Event>, LinkError> {
         loop {
             while self.rx_start < self.rx_end {
                 let taken = match self.session.received(&self.rx[self.rx_start..self.rx_end]) {
@@ -118,17 +137,20 @@ impl<T: Transport> Link<T> {
             }
             self.flush().await?;
             let now = clock.now_ms();
-            if now >= until_ms {
-                return Ok(None);
-            }
+            // A deadline already passed makes this read a look: it completes only if
+            // bytes are waiting, and the sleep is ready at once otherwise.
             let wake = self.session.next_deadline().map_or(until_ms, |d| d.min(until_ms)).max(now);
             match select(self.transport.read(&mut self.rx), sleep_until(clock, wake)).await {
                 Either::First(Ok(0)) => return Err(self.lost(LinkError::Closed)),
                 Either::First(Ok(n)) => {
                     self.rx_start = 0;
                     self.rx_end = n;
+                    if linger_ms > 0 {
+                        until_ms = until_ms.max(clock.now_ms().saturating_add(linger_ms));
+                    }
                 }
                 Either::First(Err(_)) => return Err(self.lost(LinkError::Transport)),
+                Either::Second(()) if clock.now_ms() >= until_ms => return Ok(None),
                 Either::Second(()) => {}
             }
         }
