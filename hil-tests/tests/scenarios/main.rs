@@ -70,11 +70,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "s07_forged_replayed_expired_misdirected", run: s07_forged_envelopes::run, ignore: None },
     Scenario { name: "s08_hostile_wasm", run: s08_hostile_wasm::run, ignore: None },
     Scenario { name: "s09_cancel_and_abort_threshold", run: s09_cancel_abort::run, ignore: None },
-    Scenario {
-        name: "s09b_cancel_running_job_on_boards",
-        run: s09_cancel_abort::run_on_boards,
-        ignore: Some("firmware: a running job blocks the board's agent, so a cancel waits (README, Known failures)"),
-    },
+    Scenario { name: "s09b_cancel_running_job_on_boards", run: s09_cancel_abort::run_on_boards, ignore: None },
     Scenario { name: "s10_device_refused_other_devices_topics", run: s10_topic_acl::run, ignore: None },
     Scenario { name: "s11_inference_runs_where_the_data_is", run: s11_inference::run, ignore: None },
     Scenario { name: "s12_store_wiped_mid_rollout", run: s12_store_wiped::run, ignore: None },

@@ -13,9 +13,10 @@
 //! Then every device runs `hello`: a device still spinning in the canceled loop (one job
 //! at a time) could not.
 //!
-//! [`run_on_boards`] is the cancel on the boards, ignored: the firmware agent runs a job
-//! to its end before it reads the link again, so a cancel order waits (README, "Known
-//! failures").
+//! [`run_on_boards`] is the same cancel on the boards: the firmware runs the job in fuel
+//! slices and reads its link between them, so the cancel order reaches the running job,
+//! which ends `canceled`; the boards never drop off the broker meanwhile (no reconnect
+//! in their consoles).
 
 use fleet_hil::report::Row;
 use fleet_hil::{DeviceKind, Fleet, JobRecord, JobRequest, Result};
@@ -110,9 +111,18 @@ pub fn run_on_boards(bench: &Bench) -> Result<Row> {
     fleet.start()?;
     let boards = fleet.ids_of(DeviceKind::Mcu);
     assert!(!boards.is_empty(), "no boards on this bench");
+    let connects = |fleet: &Fleet| -> Result<Vec<usize>> {
+        boards.iter().map(|id| Ok(fleet.logs(id)?.count(&["mqtt: connected"]))).collect()
+    };
+    let before = connects(&fleet)?;
     let cancel = cancel_running(&mut fleet, "kind=mcu", &boards)?;
     let record = fleet.job(&cancel)?;
     check_canceled(&mut fleet, &cancel, &record, &boards)?;
+    assert_eq!(connects(&fleet)?, before, "a board dropped off the broker while it ran the job");
+    for id in &boards {
+        let logs = fleet.logs(id)?;
+        assert!(logs.find(&["job: failed", "slices"]).is_some(), "{id}: the job did not end in slices");
+    }
     fleet.done();
     Ok(Row {
         devices: bench.describe(&fleet),
