@@ -70,3 +70,100 @@ pub fn measure(elf: &[u8]) -> Result<Sizes, object::Error> {
     }
     Ok(sizes)
 }
+
+/// The bytes an image's symbols take in flash, by the crate that defines them, largest
+/// first; what no symbol covers (string literals, tables the compiler merged, padding)
+/// is the last entry, `(no symbol)`.
+///
+/// A generic function is counted under the crate that defines it, not the one that
+/// instantiated it: the agent shell's async state machines, inlined into the executor's
+/// `block_on`, count as `embassy_futures`.
+pub fn flash_by_crate(elf: &[u8]) -> Result<Vec<(String, u64)>, object::Error> {
+    use object::ObjectSymbol;
+    let file = object::File::parse(elf)?;
+    let sizes = measure(elf)?;
+    let mut by_crate: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for symbol in file.symbols() {
+        let in_flash = symbol.address() < RAM_ORIGIN && symbol.size() > 0;
+        if !in_flash || !matches!(symbol.kind(), object::SymbolKind::Text | object::SymbolKind::Data) {
+            continue;
+        }
+        let name = symbol.name().unwrap_or_default();
+        *by_crate.entry(crate_of(name)).or_default() += symbol.size();
+    }
+    let named: u64 = by_crate.values().sum();
+    let mut rows: Vec<(String, u64)> = by_crate.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.push(("(no symbol)".into(), sizes.flash().saturating_sub(named)));
+    Ok(rows)
+}
+
+/// The crate of a symbol, from its Rust mangling: legacy (`_ZN5wasmi6module...`, or
+/// `_ZN61_$LT$wasmi_ir..op..Op$u20$as...` for a trait impl: the implementing type's
+/// crate; a blanket impl over `&T` or `Box<T>` counts as `core`), or v0 as the
+/// precompiled `core`, `alloc` and `compiler_builtins` use (`_RNvNtCs..._4core3str...`);
+/// `(anonymous constants)` for literals the compiler named `.Lanon...` (string and
+/// table constants: their crate is not in the name); `(outlined code)` for what LLVM's
+/// machine outliner (opt-level "z") moved out of functions of any crate to share it;
+/// `(other)` for what is not Rust
+/// (the vector table, intrinsics written in assembly).
+fn crate_of(symbol: &str) -> String {
+    if symbol.starts_with(".L") {
+        return "(anonymous constants)".into();
+    }
+    if symbol.starts_with("OUTLINED_FUNCTION") {
+        return "(outlined code)".into();
+    }
+    if let Some(v0) = symbol.strip_prefix("_R") {
+        return crate_of_v0(v0).unwrap_or_else(|| "(other)".into());
+    }
+    let Some(rest) = symbol.strip_prefix("_ZN") else { return "(other)".into() };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let Ok(len) = rest[..digits].parse::<usize>() else { return "(other)".into() };
+    let Some(first) = rest.get(digits..digits + len) else { return "(other)".into() };
+    let first = first.trim_start_matches('_').trim_start_matches("$LT$");
+    let first = first.strip_prefix("impl$u20$").unwrap_or(first);
+    let first = first.trim_start_matches("$RF$").trim_start_matches("dyn$u20$");
+    let end = first.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(first.len());
+    match &first[..end] {
+        "" => "(other)".into(),
+        "T" => "core".into(),
+        name => name.to_string(),
+    }
+}
+
+/// The first crate root in a v0-mangled path: `Cs` (or `C`), a disambiguator ending in
+/// `_`, then the crate's name as `<len><name>`.
+fn crate_of_v0(symbol: &str) -> Option<String> {
+    let at = symbol.find('C')?;
+    let after = &symbol[at + 1..];
+    let after = match after.strip_prefix('s') {
+        Some(hashed) => &hashed[hashed.find('_')? + 1..],
+        None => after,
+    };
+    let digits = after.chars().take_while(char::is_ascii_digit).count();
+    let len: usize = after[..digits].parse().ok()?;
+    after.get(digits..digits + len).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crate_of;
+
+    #[test]
+    fn the_crate_of_a_symbol_is_its_first_path_segment() {
+        assert_eq!(crate_of("_ZN5wasmi6module11instantiate17hd21019675c19fd28E"), "wasmi");
+        assert_eq!(
+            crate_of("_ZN61_$LT$wasmi_ir..op..Op$u20$as$u20$wasmi_ir..encode..Encode$GT$6encode17hE"),
+            "wasmi_ir"
+        );
+        assert_eq!(crate_of("_ZN4core3fmt5write17h0E"), "core");
+        assert_eq!(crate_of("_ZN50_$LT$$RF$T$u20$as$u20$core..fmt..Debug$GT$3fmt17hE"), "core");
+        assert_eq!(crate_of("_RNvNtCs7ldSeZOOJos_4core3str19slice_error_fail_rt"), "core");
+        assert_eq!(crate_of("_RNvNtNtCs7NhdfSRABLd_17compiler_builtins3mem7memmove"), "compiler_builtins");
+        assert_eq!(crate_of("__aeabi_memcpy"), "(other)");
+        assert_eq!(crate_of(".Lanon.88b94e7312261267.184"), "(anonymous constants)");
+        assert_eq!(crate_of("OUTLINED_FUNCTION_412"), "(outlined code)");
+        assert_eq!(crate_of("_ZNbroken"), "(other)");
+    }
+}

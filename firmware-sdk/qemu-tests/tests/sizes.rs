@@ -17,7 +17,7 @@ use std::time::Duration;
 use fleet_firmware_qemu_tests::board::{Board, agent_command};
 use fleet_firmware_qemu_tests::fleet::{DEVICE_PASSWORD, Fleet, Received};
 use fleet_firmware_qemu_tests::provision::{golden_device, write_flash};
-use fleet_firmware_qemu_tests::size::{FLASH_BUDGET, RAM_BUDGET, measure};
+use fleet_firmware_qemu_tests::size::{FLASH_BUDGET, RAM_BUDGET, flash_by_crate, measure};
 use fleet_firmware_qemu_tests::{field, firmware, qemu_command, run_to_end, scratch_dir};
 use fleet_schemas::EventKind;
 
@@ -62,6 +62,7 @@ fn images_fit_the_budget() {
     let mut report = String::from("image     flash(text+rodata+data)  static RAM(data+bss, heap incl.)  heap peak\n");
     let mut figures = String::new();
     let mut slicing = String::new();
+    let mut by_crate = String::new();
     for image in ["golden", "flash", "agent", "slicing"] {
         let elf = firmware(image);
         let bytes = std::fs::read(&elf).unwrap_or_else(|e| panic!("cannot read {}: {e}", elf.display()));
@@ -90,10 +91,21 @@ fn images_fit_the_budget() {
             100.0 * sizes.static_ram() as f64 / RAM_BUDGET as f64,
             RAM_BUDGET / 1024,
         );
+        if image == "agent" {
+            let rows = flash_by_crate(&bytes).unwrap_or_else(|e| panic!("cannot read the symbols: {e}"));
+            let mut table = String::from("agent flash by crate (symbols; generics count where they are defined):\n");
+            let (unnamed, named) = rows.split_last().unwrap_or_else(|| panic!("no symbols"));
+            for (name, size) in named.iter().take(16).chain([unnamed]) {
+                table += &format!("  {name:<22} {size:>7} B ({:>4.1}%)\n", 100.0 * *size as f64 / sizes.flash() as f64);
+            }
+            let rest: u64 = named.iter().skip(16).map(|(_, s)| s).sum();
+            table += &format!("  {:<22} {rest:>7} B ({} more crates)\n", "(the rest)", named.len().saturating_sub(16));
+            by_crate = table;
+        }
         assert!(sizes.flash() <= FLASH_BUDGET, "{image} is over the flash budget:\n{report}");
         assert!(sizes.static_ram() <= RAM_BUDGET, "{image} is over the RAM budget:\n{report}");
     }
     eprintln!(
-        "{report}{figures}\nslicing, instructions (QEMU -icount shift=0, millions; same output and fuel in every run):\n{slicing}"
+        "{report}{figures}\n{by_crate}slicing, instructions (QEMU -icount shift=0, millions; same output and fuel in every run):\n{slicing}"
     );
 }
