@@ -37,7 +37,9 @@
 //! ([`Console::heap`], estimated by [`handling_cost`]); otherwise it is held, its
 //! PUBACK with it, and handled as soon as the heap has room (between later slices, or
 //! once no job waits to start): nothing is lost, the broker keeps it unacknowledged
-//! meanwhile, and nothing that arrives after it overtakes it. Small messages (acks, cancels, chunk requests)
+//! meanwhile, and nothing that arrives after it overtakes it. A board whose [`Console`]
+//! does not report its heap has every mid-job message held (safe, but a cancel then
+//! waits for the job's end). Small messages (acks, cancels, chunk requests)
 //! nearly always fit. Once the heap could not take another packet as large as the
 //! session allows, the shell stops reading the link until the job ends: the board
 //! then may be dropped by the broker, as before slicing, rather than run out of heap.
