@@ -213,7 +213,7 @@ fn a_long_job_keeps_the_board_online_and_what_is_sent_meanwhile_is_acknowledged_
     let large_id = large.job_id;
     let envelope = fleet.envelope(large);
     fleet.send_job(envelope);
-    assert!(board.wait_for("held a 15819 byte message: no heap for it", JOB), "{board}");
+    assert!(board.wait_for("held a 15819 byte message until there is room", JOB), "{board}");
     assert!(fleet.wait_until(Duration::from_secs(120), of(long_id, ends)), "the long job never ended\n{board}");
     assert!(fleet.wait_until(JOB, of(large_id, |k| *k == EventKind::Accepted)), "the held envelope was lost\n{board}");
     fleet.ack(5);

@@ -429,11 +429,17 @@ impl<F: MultiwriteNorFlash> Journal<F> {
         let mut data: Vec<u8> = Vec::with_capacity(FRAGMENT_DATA);
         let mut written = 0;
         for op in ops {
-            // Sized first: `to_allocvec` grows its buffer by doubling, so an op that
-            // carries a module would briefly take twice the module's size in one block.
-            let size = postcard::experimental::serialized_size(op).map_err(|_| JournalError::Encode)?;
-            let mut encoded = alloc::vec![0u8; size];
-            postcard::to_slice(op, &mut encoded).map_err(|_| JournalError::Encode)?;
+            // Room reserved for the module first: the buffer grows by doubling, so an op
+            // that carries one would briefly take twice its size in one block.
+            let hint = match op {
+                StoreOp::PutExecution(stored) => match &stored.job.module {
+                    fleet_schemas::ModuleSource::Inline(bytes) => bytes.len() + 1024,
+                    fleet_schemas::ModuleSource::Chunked(_) => 1024,
+                },
+                StoreOp::WriteChunk { data, .. } => data.len() + 128,
+                _ => 256,
+            };
+            let encoded = postcard::to_extend(op, Vec::with_capacity(hint)).map_err(|_| JournalError::Encode)?;
             crc.update(&encoded);
             let mut rest = encoded.as_slice();
             while !rest.is_empty() {

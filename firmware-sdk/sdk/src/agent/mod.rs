@@ -40,7 +40,9 @@
 //! meanwhile, and nothing that arrives after it overtakes it. A board whose [`Console`]
 //! does not report its heap has every mid-job message held (safe, but a cancel then
 //! waits for the job's end). Small messages (acks, cancels, chunk requests)
-//! nearly always fit. Once the heap could not take another packet as large as the
+//! nearly always fit. A job sent while the queue is full is held the same way rather
+//! than refused (`QueueFull`): before the board served its link mid-job such a job
+//! waited in the broker, and it still waits its turn. Once the heap could not take another packet as large as the
 //! session allows, the shell stops reading the link until the job ends: the board
 //! then may be dropped by the broker, as before slicing, rather than run out of heap.
 //!
@@ -168,6 +170,7 @@ pub struct Agent<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, 
     /// until the job ends.
     link_paused: bool,
     max_packet_bytes: usize,
+    queue_capacity: usize,
     next_tick_ms: u64,
     next_connect_ms: u64,
     backoff_ms: u64,
@@ -188,6 +191,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
         let core = AgentCore::new(agent_config, recovered)?;
         let session = Session::new(setup::session_config(config, &settings));
         let settings_packet = settings.max_packet_bytes;
+        let settings_queue = settings.tuning.queue_capacity as usize;
         Ok(Self {
             core,
             link: Link::new(transport, session),
@@ -202,6 +206,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
             held: VecDeque::new(),
             link_paused: false,
             max_packet_bytes: settings_packet,
+            queue_capacity: settings_queue,
             next_tick_ms: 0,
             next_connect_ms: 0,
             backoff_ms: MIN_BACKOFF_MS,
@@ -275,7 +280,7 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
                             continue;
                         }
                         self.console.line(format_args!(
-                            "agent: held a {} byte message: no heap for it while the job runs",
+                            "agent: held a {} byte message until there is room for it",
                             message.payload.len()
                         ));
                         self.held.push_back(message);
@@ -294,10 +299,14 @@ impl<'a, T: Transport, F: MultiwriteNorFlash, C: Clock, L: Console, I: BoardData
         self.tick_if_due().await
     }
 
-    /// Whether the heap can take handling `message` now.
+    /// Whether `message` can be handled mid-job: the heap has room for it, and it is not
+    /// a job for a queue that is full (the core would refuse it as `QueueFull`, where
+    /// the job can simply wait its turn; read unverified, only to decide when).
     fn has_room_for(&self, message: &Held) -> bool {
         let free = self.console.heap().map(|h| h.size.saturating_sub(h.used));
-        free.is_some_and(|free| free >= handling_cost(message.payload.len()).saturating_add(HEAP_MARGIN))
+        let fits = free.is_some_and(|free| free >= handling_cost(message.payload.len()).saturating_add(HEAP_MARGIN));
+        let queue_full = self.core.queue_depth() >= self.queue_capacity;
+        fits && !(queue_full && fleet_schemas::verify::claimed_execution(&message.payload).1 > 0)
     }
 
     /// Sends CONNECT if the link is down and the reconnect is due; whether it did.
