@@ -133,6 +133,23 @@ pub enum AbiTrap {
         /// The memory's size.
         size: usize,
     },
+    /// A pointer range passed to a WASI function is outside the job's memory.
+    #[cfg(feature = "wasi")]
+    #[error("wasi_snapshot_preview1.{call}: range {ptr:#x}+{len} is outside the job's memory of {size} bytes")]
+    WasiOutOfBounds {
+        /// The WASI function.
+        call: &'static str,
+        /// The start, as the job passed it (or as read from its memory).
+        ptr: u32,
+        /// The length in bytes.
+        len: u32,
+        /// The memory's size.
+        size: usize,
+    },
+    /// The job called WASI's `proc_exit` with this code.
+    #[cfg(feature = "wasi")]
+    #[error("exited with code {0}")]
+    Exit(i32),
     /// The job called a host function that needs memory but exports none.
     #[error("fleet.{call}: the job exports no memory named `{MEMORY_EXPORT}`")]
     NoMemory {
@@ -173,6 +190,17 @@ pub struct Host {
     logs: Vec<String>,
     dropped_logs: u64,
     notes: Vec<String>,
+    #[cfg(feature = "wasi")]
+    wasi: crate::wasi::WasiState,
+}
+
+/// Why an input did not open.
+#[cfg(feature = "wasi")]
+pub(crate) enum OpenRefused {
+    /// The spec does not list it or the device does not have it.
+    NotOffered,
+    /// Too many inputs are open.
+    TooMany,
 }
 
 impl Host {
@@ -198,7 +226,16 @@ impl Host {
             logs: Vec::new(),
             dropped_logs: 0,
             notes: Vec::new(),
+            #[cfg(feature = "wasi")]
+            wasi: crate::wasi::WasiState::default(),
         }
+    }
+
+    /// Gives WASI jobs these clocks and this randomness (none by default).
+    #[cfg(feature = "wasi")]
+    pub fn with_wasi_clock(mut self, clock: alloc::boxed::Box<dyn crate::wasi::WasiClock>) -> Self {
+        self.wasi = crate::wasi::WasiState::new(clock);
+        self
     }
 
     /// `log(ptr, len)`: appends one line (lossy UTF-8, cut at the line cap; past the line
@@ -308,6 +345,102 @@ impl Host {
         }
     }
 
+    #[cfg(feature = "wasi")]
+    pub(crate) fn wasi(&self) -> &crate::wasi::WasiState {
+        &self.wasi
+    }
+
+    #[cfg(feature = "wasi")]
+    pub(crate) fn wasi_mut(&mut self) -> &mut crate::wasi::WasiState {
+        &mut self.wasi
+    }
+
+    #[cfg(feature = "wasi")]
+    pub(crate) fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// Appends to the output up to its cap; how much was taken.
+    #[cfg(feature = "wasi")]
+    pub(crate) fn push_output(&mut self, bytes: &[u8]) -> usize {
+        let room = self.caps.max_output_bytes.saturating_sub(self.output.len());
+        let take = bytes.len().min(room);
+        if take < bytes.len() {
+            self.output_truncated = true;
+        }
+        self.output.extend_from_slice(&bytes[..take]);
+        take
+    }
+
+    /// Appends one log line under the caps, as `log` does.
+    #[cfg(feature = "wasi")]
+    pub(crate) fn push_log(&mut self, bytes: &[u8]) {
+        if self.logs.len() >= self.caps.max_log_lines {
+            self.dropped_logs += 1;
+            return;
+        }
+        let cut = bytes.len() > self.caps.max_log_line_bytes;
+        let mut line = String::from_utf8_lossy(&bytes[..bytes.len().min(self.caps.max_log_line_bytes)]).into_owned();
+        if cut {
+            line.push_str(" [cut]");
+        }
+        self.logs.push(line);
+    }
+
+    #[cfg(feature = "wasi")]
+    pub(crate) fn log_line_cap(&self) -> usize {
+        self.caps.max_log_line_bytes
+    }
+
+    #[cfg(feature = "wasi")]
+    pub(crate) fn is_open(&self, handle: usize) -> bool {
+        self.open.get(handle).is_some_and(Option::is_some)
+    }
+
+    #[cfg(feature = "wasi")]
+    pub(crate) fn close_input(&mut self, handle: usize) {
+        if let Some(slot) = self.open.get_mut(handle) {
+            *slot = None;
+        }
+    }
+
+    /// Reads from an open input; `None` on a read error (which closes it).
+    #[cfg(feature = "wasi")]
+    pub(crate) fn read_input(&mut self, handle: usize, buf: &mut [u8]) -> Option<usize> {
+        let reader = self.open.get_mut(handle)?.as_mut()?;
+        match reader.read(buf) {
+            Ok(n) => Some(n.min(buf.len())),
+            Err(e) => {
+                self.open[handle] = None;
+                self.note(format!("input handle {handle}: read failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Opens input `name` under the rules of `input_open`.
+    #[cfg(feature = "wasi")]
+    pub(crate) fn open_input(&mut self, name: &str) -> Result<usize, OpenRefused> {
+        if !self.allowed_inputs.iter().any(|allowed| allowed == name) {
+            return Err(OpenRefused::NotOffered);
+        }
+        if self.open.iter().filter(|slot| slot.is_some()).count() >= self.max_open {
+            self.note(format!("input `{name}` not opened: {} inputs already open", self.max_open));
+            return Err(OpenRefused::TooMany);
+        }
+        let reader = self.inputs.open(name).ok_or(OpenRefused::NotOffered)?;
+        Ok(match self.open.iter().position(Option::is_none) {
+            Some(free) => {
+                self.open[free] = Some(reader);
+                free
+            }
+            None => {
+                self.open.push(Some(reader));
+                self.open.len() - 1
+            }
+        })
+    }
+
     /// Records a host remark for the job's logs (outside the job's own line cap).
     pub fn note(&mut self, line: String) {
         if self.notes.len() < 8 {
@@ -317,6 +450,8 @@ impl Host {
 
     /// The report: output, the job's logs, then the host's remarks.
     pub fn into_report(mut self, fuel_used: u64, duration_ms: u32) -> RunReport {
+        #[cfg(feature = "wasi")]
+        self.wasi_finish();
         if self.dropped_logs > 0 {
             self.notes.push(format!(
                 "fleet: {} more log line(s) dropped (cap {})",

@@ -51,6 +51,8 @@ mod limiter;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod outcome;
+#[cfg(feature = "wasi")]
+pub mod wasi;
 
 #[cfg(feature = "wasmi")]
 mod wasmi_backend;

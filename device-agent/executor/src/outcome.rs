@@ -47,6 +47,9 @@ pub(crate) enum Ending {
     Timeout(u32),
     /// The stop signal was raised.
     Stopped,
+    /// A WASI command ended (returned from `_start`: 0, or `proc_exit(code)`).
+    #[cfg(feature = "wasi")]
+    Exited(i32),
     /// The module could not be set up (see the table above).
     Unsupported(String),
     /// Memory for the module could not be had (the runtime said so directly).
@@ -70,6 +73,10 @@ pub(crate) fn conclude(
     let (reason, message) = match ending {
         Ending::Returned(0) => return Ok(host.into_report(fuel_used, duration_ms)),
         Ending::Returned(code) => (FailReason::Trap, format!("job returned {code}")),
+        #[cfg(feature = "wasi")]
+        Ending::Exited(0) => return Ok(host.into_report(fuel_used, duration_ms)),
+        #[cfg(feature = "wasi")]
+        Ending::Exited(code) => (FailReason::Trap, format!("exited with code {code}")),
         Ending::OutOfFuel => (FailReason::OutOfFuel, format!("fuel budget of {fuel_used} exhausted")),
         Ending::Timeout(ms) => (FailReason::Timeout, format!("wall-clock bound of {ms} ms passed")),
         Ending::Stopped => (FailReason::Timeout, String::from("stopped by the agent")),

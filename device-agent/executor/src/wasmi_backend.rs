@@ -167,6 +167,8 @@ impl WasmiExecutor {
             self.config.max_open_inputs,
             self.config.caps,
         );
+        #[cfg(all(feature = "wasi", feature = "std"))]
+        let host = host.with_wasi_clock(Box::new(crate::wasi::StdWasiClock::new()));
         // Prepare first: it may start a fresh engine, and the store must live in the
         // engine the module was compiled in.
         let prepared = self.prepare(job.module);
@@ -201,11 +203,17 @@ impl WasmiExecutor {
     /// deadline: `Paused` when the slice ran out and fuel is left, `Finished` when the
     /// job ended (returned, trapped, ran out of its budget, timed out or was stopped).
     pub fn resume(&self, mut run: WasmiRun) -> Slice {
-        let call = match core::mem::replace(&mut run.state, RunState::Running) {
+        let progress = match core::mem::replace(&mut run.state, RunState::Running) {
             RunState::Ended(ending) => return Slice::Finished(self.finish(run, ending)),
             RunState::Running => return Slice::Finished(self.finish(run, Ending::OutOfFuel)),
-            RunState::Ready(func) => func.call_resumable(&mut run.store, ()),
-            RunState::Paused(pending) => {
+            RunState::Ready(func) => {
+                progress(func.call_resumable(&mut run.store, ()), RunState::Paused, Ending::Returned)
+            }
+            #[cfg(feature = "wasi")]
+            RunState::ReadyCommand(func) => {
+                progress(func.call_resumable(&mut run.store, ()), RunState::PausedCommand, |()| Ending::Exited(0))
+            }
+            paused => {
                 if run.stop.as_ref().is_some_and(|s| s.is_stopped()) {
                     return Slice::Finished(self.finish(run, Ending::Stopped));
                 }
@@ -215,29 +223,36 @@ impl WasmiExecutor {
                     return Slice::Finished(self.finish(run, Ending::Timeout(ms)));
                 }
                 let have = run.store.get_fuel().unwrap_or(0);
-                let need = pending.required_fuel().saturating_sub(have);
+                let need = paused.required_fuel().saturating_sub(have);
                 let give = run.slice.min(run.reserve).max(need);
                 run.reserve -= give;
                 if run.store.set_fuel(have + give).is_err() {
                     return Slice::Finished(self.finish(run, Ending::OutOfFuel));
                 }
                 run.fuel_given += give;
-                pending.resume(&mut run.store)
+                match paused {
+                    RunState::Paused(pending) => {
+                        progress(pending.resume(&mut run.store), RunState::Paused, Ending::Returned)
+                    }
+                    #[cfg(feature = "wasi")]
+                    RunState::PausedCommand(pending) => {
+                        progress(pending.resume(&mut run.store), RunState::PausedCommand, |()| Ending::Exited(0))
+                    }
+                    _ => Progress::Done(Ending::OutOfFuel),
+                }
             }
         };
         run.slices += 1;
-        let ending = match call {
-            Ok(TypedResumableCall::Finished(code)) => Ending::Returned(code),
-            Ok(TypedResumableCall::HostTrap(trap)) => ending_of(trap.host_error(), false),
-            Err(e) => ending_of(&e, false),
-            Ok(TypedResumableCall::OutOfFuel(pending)) => {
+        let ending = match progress {
+            Progress::Done(ending) => ending,
+            Progress::OutOfFuel(required, paused) => {
                 let have = run.store.get_fuel().unwrap_or(0);
-                let need = pending.required_fuel().saturating_sub(have);
+                let need = required.saturating_sub(have);
                 if run.reserve == 0 || need > run.reserve {
                     // Out of the whole budget: where an unsliced run stops too.
                     Ending::OutOfFuel
                 } else {
-                    run.state = RunState::Paused(pending);
+                    run.state = paused;
                     return Slice::Paused(run);
                 }
             }
@@ -280,6 +295,22 @@ impl WasmiExecutor {
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e}"))?;
         for import in module.imports() {
+            #[cfg(feature = "wasi")]
+            if import.module() == crate::wasi::MODULE {
+                let kind = |t: &ValType| match t {
+                    ValType::I32 => 'i',
+                    ValType::I64 => 'I',
+                    _ => '?',
+                };
+                let sig = match import.ty() {
+                    ExternType::Func(ty) => {
+                        Some(crate::wasi::signature(ty.params().iter().map(kind), ty.results().iter().map(kind)))
+                    }
+                    _ => None,
+                };
+                crate::wasi::check_import(import.name(), sig.as_deref(), true)?;
+                continue;
+            }
             let func = match import.ty() {
                 ExternType::Func(ty) => {
                     Some(if ty.params().iter().chain(ty.results()).all(|t| matches!(t, ValType::I32)) {
@@ -320,21 +351,41 @@ impl WasmiExecutor {
         };
         store.data_mut().memory = Some(memory);
         let entry = job.entry_name();
+        #[cfg(feature = "wasi")]
+        let command = (entry == abi::DEFAULT_ENTRY && instance.get_func(&*store, entry).is_none())
+            .then(|| instance.get_func(&*store, crate::wasi::COMMAND_ENTRY))
+            .flatten();
+        #[cfg(feature = "wasi")]
+        if let Some(start) = command {
+            // A WASI command: `_start`, and its exit code through `proc_exit`.
+            let Ok(start) = start.typed::<(), ()>(&*store) else {
+                return RunState::Ended(Ending::Unsupported(format!(
+                    "the entry `{}` must have type () -> ()",
+                    crate::wasi::COMMAND_ENTRY
+                )));
+            };
+            return hold_back(run, RunState::ReadyCommand(start));
+        }
         if instance.get_func(&*store, entry).is_none() {
             return RunState::Ended(Ending::Unsupported(format!("the module exports no function `{entry}`")));
         }
         let Ok(func) = instance.get_typed_func::<(), i32>(&*store, entry) else {
             return RunState::Ended(Ending::Unsupported(format!("the entry `{entry}` must have type () -> i32")));
         };
-        // What is left of the budget, handed out in slices.
-        let left = store.get_fuel().unwrap_or(0);
-        run.reserve = left.saturating_sub(run.slice);
-        if store.set_fuel(left - run.reserve).is_err() {
-            return RunState::Ended(Ending::OutOfFuel);
-        }
-        run.fuel_given -= run.reserve;
-        RunState::Ready(func)
+        hold_back(run, RunState::Ready(func))
     }
+}
+
+/// Holds the budget back but for the first slice, and starts in `ready`.
+fn hold_back(run: &mut WasmiRun, ready: RunState) -> RunState {
+    // What is left of the budget, handed out in slices.
+    let left = run.store.get_fuel().unwrap_or(0);
+    run.reserve = left.saturating_sub(run.slice);
+    if run.store.set_fuel(left - run.reserve).is_err() {
+        return RunState::Ended(Ending::OutOfFuel);
+    }
+    run.fuel_given -= run.reserve;
+    ready
 }
 
 /// A job on wasmi between two fuel slices (see [`WasmiExecutor::start`]). Dropping it
@@ -363,12 +414,50 @@ impl WasmiRun {
     }
 }
 
+/// What one call or resumption did: ended, or ran out of its slice (with the fuel the
+/// next step needs, and the state to resume from).
+enum Progress {
+    Done(Ending),
+    OutOfFuel(u64, RunState),
+}
+
+fn progress<R>(
+    call: Result<TypedResumableCall<R>, Error>,
+    paused: fn(TypedResumableCallOutOfFuel<R>) -> RunState,
+    done: fn(R) -> Ending,
+) -> Progress {
+    match call {
+        Ok(TypedResumableCall::Finished(value)) => Progress::Done(done(value)),
+        Ok(TypedResumableCall::HostTrap(trap)) => Progress::Done(ending_of(trap.host_error(), false)),
+        Err(e) => Progress::Done(ending_of(&e, false)),
+        Ok(TypedResumableCall::OutOfFuel(pending)) => Progress::OutOfFuel(pending.required_fuel(), paused(pending)),
+    }
+}
+
+impl RunState {
+    /// The fuel a paused call needs to make progress.
+    fn required_fuel(&self) -> u64 {
+        match self {
+            Self::Paused(pending) => pending.required_fuel(),
+            #[cfg(feature = "wasi")]
+            Self::PausedCommand(pending) => pending.required_fuel(),
+            _ => 0,
+        }
+    }
+}
+
 /// Where a [`WasmiRun`] stands.
 enum RunState {
     /// Instantiated; the entry not yet called.
     Ready(TypedFunc<(), i32>),
     /// A slice ran out of fuel, and the budget has more.
     Paused(TypedResumableCallOutOfFuel<i32>),
+    /// A WASI command (`_start`), instantiated, not yet called.
+    #[cfg(feature = "wasi")]
+    ReadyCommand(TypedFunc<(), ()>),
+    /// A WASI command paused between slices.
+    #[cfg(feature = "wasi")]
+    PausedCommand(TypedResumableCallOutOfFuel<()>),
     /// Ended before the entry ran (an unsupported module, a trap in instantiation).
     Ended(Ending),
     /// Inside [`WasmiExecutor::resume`].
@@ -386,6 +475,10 @@ pub enum Slice {
 
 /// Classifies a wasmi error raised while running a job.
 fn ending_of(error: &Error, instantiating: bool) -> Ending {
+    #[cfg(feature = "wasi")]
+    if let Some(AbiTrap::Exit(code)) = error.downcast_ref::<AbiTrap>() {
+        return Ending::Exited(*code);
+    }
     if let Some(trap) = error.downcast_ref::<AbiTrap>() {
         return Ending::Trap(trap.to_string());
     }
@@ -437,7 +530,70 @@ fn abi_linker(engine: &Engine) -> Result<Linker<Data>, Error> {
             data.host.input_read(mem, h, ptr, len).map_err(Error::host)
         },
     )?;
+    #[cfg(feature = "wasi")]
+    wasi_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// The WASI preview 1 functions (`crate::wasi`), each a line of glue.
+#[cfg(feature = "wasi")]
+fn wasi_linker(linker: &mut Linker<Data>) -> Result<(), Error> {
+    use crate::wasi::MODULE as W;
+    macro_rules! with_memory {
+        ($name:literal, |$host:ident, $mem:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {
+            linker.func_wrap(W, $name, |mut c: Caller<'_, Data>, $($arg: $ty),*| -> Result<i32, Error> {
+                let ($mem, data) = memory(&mut c, $name)?;
+                let $host = &mut data.host;
+                $body.map_err(Error::host)
+            })?;
+        };
+    }
+    with_memory!("args_get", |h, m, argv: i32, buf: i32| h.wasi_args_get(m, argv, buf));
+    with_memory!("args_sizes_get", |h, m, argc: i32, size: i32| h.wasi_args_sizes_get(m, argc, size));
+    with_memory!("environ_get", |h, m, env: i32, buf: i32| h.wasi_environ_get(m, env, buf));
+    with_memory!("environ_sizes_get", |h, m, count: i32, size: i32| h.wasi_environ_sizes_get(m, count, size));
+    with_memory!("clock_res_get", |h, m, id: i32, res: i32| h.wasi_clock_res_get(m, id, res));
+    with_memory!("clock_time_get", |h, m, id: i32, precision: i64, time: i32| h
+        .wasi_clock_time_get(m, id, precision, time));
+    with_memory!("fd_fdstat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_fdstat_get(m, fd, stat));
+    with_memory!("fd_filestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_filestat_get(m, fd, stat));
+    with_memory!("fd_prestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_prestat_get(m, fd, stat));
+    with_memory!("fd_prestat_dir_name", |h, m, fd: i32, path: i32, len: i32| h
+        .wasi_fd_prestat_dir_name(m, fd, path, len));
+    with_memory!("fd_read", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_read(m, fd, iovs, n, out));
+    with_memory!("fd_seek", |h, m, fd: i32, offset: i64, whence: i32, out: i32| h
+        .wasi_fd_seek(m, fd, offset, whence, out));
+    with_memory!("fd_write", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_write(m, fd, iovs, n, out));
+    with_memory!("random_get", |h, m, buf: i32, len: i32| h.wasi_random_get(m, buf, len));
+    linker.func_wrap(
+        W,
+        "path_open",
+        |mut c: Caller<'_, Data>,
+         dirfd: i32,
+         _dirflags: i32,
+         path: i32,
+         len: i32,
+         oflags: i32,
+         rights: i64,
+         _inheriting: i64,
+         _fdflags: i32,
+         fd: i32|
+         -> Result<i32, Error> {
+            let (mem, data) = memory(&mut c, "path_open")?;
+            data.host.wasi_path_open(mem, dirfd, path, len, oflags, rights, fd).map_err(Error::host)
+        },
+    )?;
+    linker.func_wrap(W, "fd_close", |mut c: Caller<'_, Data>, fd: i32| -> Result<i32, Error> {
+        c.data_mut().host.wasi_fd_close(fd).map_err(Error::host)
+    })?;
+    linker.func_wrap(W, "fd_fdstat_set_flags", |c: Caller<'_, Data>, fd: i32, flags: i32| -> Result<i32, Error> {
+        c.data().host.wasi_fd_fdstat_set_flags(fd, flags).map_err(Error::host)
+    })?;
+    linker.func_wrap(W, "proc_exit", |mut c: Caller<'_, Data>, code: i32| -> Result<(), Error> {
+        Err(Error::host(c.data_mut().host.wasi_proc_exit(code)))
+    })?;
+    linker.func_wrap(W, "sched_yield", |_c: Caller<'_, Data>| -> i32 { 0 })?;
+    Ok(())
 }
 
 /// The job's memory and the store data, borrowed together. Falls back to looking the

@@ -181,6 +181,8 @@ impl WasmtimeExecutor {
             self.config.max_open_inputs,
             self.config.caps,
         );
+        #[cfg(feature = "wasi")]
+        let host = host.with_wasi_clock(Box::new(crate::wasi::StdWasiClock::new()));
         #[cfg(feature = "nn")]
         let nn = self.inference.clone().map(|runtime| {
             let deadline = limits.timeout_ms.map(|ms| started + Duration::from_millis(u64::from(ms)));
@@ -231,6 +233,20 @@ impl WasmtimeExecutor {
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e:#}"))?;
         for import in module.imports() {
+            #[cfg(feature = "wasi")]
+            if import.module() == crate::wasi::MODULE {
+                let kind = |t: ValType| match t {
+                    ValType::I32 => 'i',
+                    ValType::I64 => 'I',
+                    _ => '?',
+                };
+                let sig = match import.ty() {
+                    ExternType::Func(ty) => Some(crate::wasi::signature(ty.params().map(kind), ty.results().map(kind))),
+                    _ => None,
+                };
+                crate::wasi::check_import(import.name(), sig.as_deref(), true)?;
+                continue;
+            }
             let func = match import.ty() {
                 ExternType::Func(ty) => Some(
                     if ty.params().all(|t| matches!(t, ValType::I32)) && ty.results().all(|t| matches!(t, ValType::I32))
@@ -263,6 +279,20 @@ fn execute(store: &mut Store<Data>, pre: &InstancePre<Data>, entry: &str) -> End
         return Ending::Unsupported(format!("the module exports no memory named `{MEMORY_EXPORT}`"));
     };
     store.data_mut().memory = Some(memory);
+    #[cfg(feature = "wasi")]
+    if entry == crate::abi::DEFAULT_ENTRY
+        && instance.get_func(&mut *store, entry).is_none()
+        && let Some(start) = instance.get_func(&mut *store, crate::wasi::COMMAND_ENTRY)
+    {
+        // A WASI command: `_start`, and its exit code through `proc_exit`.
+        let Ok(start) = start.typed::<(), ()>(&*store) else {
+            return Ending::Unsupported(format!("the entry `{}` must have type () -> ()", crate::wasi::COMMAND_ENTRY));
+        };
+        return match start.call(&mut *store, ()) {
+            Ok(()) => Ending::Exited(0),
+            Err(e) => ending_of(e, "run"),
+        };
+    }
     let Some(func) = instance.get_func(&mut *store, entry) else {
         return Ending::Unsupported(format!("the module exports no function `{entry}`"));
     };
@@ -277,6 +307,10 @@ fn execute(store: &mut Store<Data>, pre: &InstancePre<Data>, entry: &str) -> End
 
 /// Classifies a wasmtime error raised while running a job.
 fn ending_of(error: ::wasmtime::Error, stage: &str) -> Ending {
+    #[cfg(feature = "wasi")]
+    if let Some(AbiTrap::Exit(code)) = error.downcast_ref::<AbiTrap>() {
+        return Ending::Exited(*code);
+    }
     if let Some(trap) = error.downcast_ref::<AbiTrap>() {
         return Ending::Trap(trap.to_string());
     }
@@ -342,7 +376,71 @@ fn abi_linker(engine: &Engine) -> ::wasmtime::Result<Linker<Data>> {
     })?;
     #[cfg(feature = "nn")]
     nn_linker(&mut linker)?;
+    #[cfg(feature = "wasi")]
+    wasi_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// The WASI preview 1 functions (`crate::wasi`), each a line of glue.
+#[cfg(feature = "wasi")]
+fn wasi_linker(linker: &mut Linker<Data>) -> ::wasmtime::Result<()> {
+    use crate::wasi::MODULE as W;
+    type R<T> = ::wasmtime::Result<T>;
+    macro_rules! with_memory {
+        ($name:literal, |$host:ident, $mem:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {
+            linker.func_wrap(W, $name, |mut c: Caller<'_, Data>, $($arg: $ty),*| -> R<i32> {
+                let ($mem, data) = memory(&mut c, $name)?;
+                let $host = &mut data.host;
+                Ok($body?)
+            })?;
+        };
+    }
+    with_memory!("args_get", |h, m, argv: i32, buf: i32| h.wasi_args_get(m, argv, buf));
+    with_memory!("args_sizes_get", |h, m, argc: i32, size: i32| h.wasi_args_sizes_get(m, argc, size));
+    with_memory!("environ_get", |h, m, env: i32, buf: i32| h.wasi_environ_get(m, env, buf));
+    with_memory!("environ_sizes_get", |h, m, count: i32, size: i32| h.wasi_environ_sizes_get(m, count, size));
+    with_memory!("clock_res_get", |h, m, id: i32, res: i32| h.wasi_clock_res_get(m, id, res));
+    with_memory!("clock_time_get", |h, m, id: i32, precision: i64, time: i32| h
+        .wasi_clock_time_get(m, id, precision, time));
+    with_memory!("fd_fdstat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_fdstat_get(m, fd, stat));
+    with_memory!("fd_filestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_filestat_get(m, fd, stat));
+    with_memory!("fd_prestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_prestat_get(m, fd, stat));
+    with_memory!("fd_prestat_dir_name", |h, m, fd: i32, path: i32, len: i32| h
+        .wasi_fd_prestat_dir_name(m, fd, path, len));
+    with_memory!("fd_read", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_read(m, fd, iovs, n, out));
+    with_memory!("fd_seek", |h, m, fd: i32, offset: i64, whence: i32, out: i32| h
+        .wasi_fd_seek(m, fd, offset, whence, out));
+    with_memory!("fd_write", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_write(m, fd, iovs, n, out));
+    with_memory!("random_get", |h, m, buf: i32, len: i32| h.wasi_random_get(m, buf, len));
+    linker.func_wrap(
+        W,
+        "path_open",
+        |mut c: Caller<'_, Data>,
+         dirfd: i32,
+         _dirflags: i32,
+         path: i32,
+         len: i32,
+         oflags: i32,
+         rights: i64,
+         _inheriting: i64,
+         _fdflags: i32,
+         fd: i32|
+         -> R<i32> {
+            let (mem, data) = memory(&mut c, "path_open")?;
+            Ok(data.host.wasi_path_open(mem, dirfd, path, len, oflags, rights, fd)?)
+        },
+    )?;
+    linker.func_wrap(W, "fd_close", |mut c: Caller<'_, Data>, fd: i32| -> R<i32> {
+        Ok(c.data_mut().host.wasi_fd_close(fd)?)
+    })?;
+    linker.func_wrap(W, "fd_fdstat_set_flags", |c: Caller<'_, Data>, fd: i32, flags: i32| -> R<i32> {
+        Ok(c.data().host.wasi_fd_fdstat_set_flags(fd, flags)?)
+    })?;
+    linker.func_wrap(W, "proc_exit", |mut c: Caller<'_, Data>, code: i32| -> R<()> {
+        Err(::wasmtime::Error::new(c.data_mut().host.wasi_proc_exit(code)))
+    })?;
+    linker.func_wrap(W, "sched_yield", |_c: Caller<'_, Data>| -> i32 { 0 })?;
+    Ok(())
 }
 
 /// The wasi-nn functions. Only reachable by modules whose wasi-nn imports passed

@@ -31,9 +31,14 @@ fn bytes_that_are_not_a_module_are_unsupported() {
 
 #[test]
 fn a_foreign_import_is_unsupported() {
+    let m = wat(&format!(r#"(module (import "env" "abort" (func)) {OK_BODY})"#));
+    unsupported(&m, "", "env.abort");
+    // WASI functions beyond what the fleet offers (src/wasi.rs), or mistyped.
     let m = wat(&format!(
-        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {OK_BODY})"#
+        r#"(module (import "wasi_snapshot_preview1" "sock_recv" (func (param i32 i32 i32 i32 i32 i32) (result i32))) {OK_BODY})"#
     ));
+    unsupported(&m, "", "wasi_snapshot_preview1.sock_recv");
+    let m = wat(&format!(r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i64))) {OK_BODY})"#));
     unsupported(&m, "", "wasi_snapshot_preview1.fd_write");
     let m = wat(&format!(r#"(module (import "fleet" "open_socket" (func)) {OK_BODY})"#));
     unsupported(&m, "", "fleet.open_socket");

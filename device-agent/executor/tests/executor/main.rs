@@ -12,3 +12,4 @@ mod hostile;
 mod inference;
 mod slicing;
 mod support;
+mod wasi;

@@ -1,0 +1,148 @@
+//! WASI preview 1 jobs: plain C programs (wasi-libc), on both backends, seeing the same
+//! files, caps and errors.
+
+use fleet_executor::{Job, MemoryInputs, NoInputs};
+use fleet_schemas::{FailReason, Limits};
+
+use crate::support::{BACKENDS, Executors, expect_failure, strings};
+
+const READINGS: &[u8] = b"timestamp,value\n1,20.5\n2,21.25\n# a comment\n\n3,19.75\n4,not-a-number\n5,22\n";
+
+fn readings() -> MemoryInputs {
+    MemoryInputs::new().with("readings", READINGS)
+}
+
+#[test]
+fn a_c_hello_prints_its_arguments_to_the_output_and_logs_stderr() {
+    let args = strings(&["a", "b c"]);
+    let job = Job::new(fleet_wasi_jobs::HELLO).with_args(&args);
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let report = ex.run(backend, &job, NoInputs).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), "hello from C a b c\n", "{backend:?}");
+        assert_eq!(report.logs, ["hello job in C running with 2 argument(s)"], "{backend:?}");
+        assert!(report.fuel_used > 0);
+    }
+}
+
+#[test]
+fn csv_summary_in_c_gives_the_rust_jobs_output_on_both_runtimes() {
+    let inputs = strings(&["readings"]);
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let c = Job::new(fleet_wasi_jobs::CSV_SUMMARY).with_inputs(&inputs);
+        let rust = Job::new(fleet_example_jobs::CSV_SUMMARY).with_inputs(&inputs);
+        let from_c = ex.run(backend, &c, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        let from_rust = ex.run(backend, &rust, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&from_c.output), String::from_utf8_lossy(&from_rust.output), "{backend:?}");
+        assert_eq!(String::from_utf8_lossy(&from_c.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
+        assert_eq!(from_c.logs, from_rust.logs, "{backend:?}");
+    }
+}
+
+#[test]
+fn an_input_the_spec_does_not_list_is_not_there() {
+    // The device has `readings`, the spec lists nothing: fopen fails, exit code 2.
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let job = Job::new(fleet_wasi_jobs::CSV_SUMMARY);
+        let (message, report) = expect_failure(backend, ex.run(backend, &job, readings()), FailReason::Trap);
+        assert_eq!(message, "exited with code 2", "{backend:?}");
+        assert_eq!(report.logs, ["data input `readings` is not available"], "{backend:?}");
+    }
+}
+
+#[test]
+fn files_outside_the_inputs_are_errors_from_wasi_not_files() {
+    let args = strings(&["escape"]);
+    let inputs = strings(&["readings"]);
+    let job = Job::new(fleet_wasi_jobs::PROBE).with_args(&args).with_inputs(&inputs);
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let report = ex.run(backend, &job, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        let output = String::from_utf8_lossy(&report.output).into_owned();
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 6, "{backend:?}: {output}");
+        for line in &lines[..5] {
+            assert!(!line.ends_with("OPENED"), "{backend:?}: {line}");
+        }
+        assert!(lines[0].starts_with("r /etc/passwd: "), "{output}");
+        assert!(lines[3].ends_with("Read-only file system"), "{backend:?}: {output}");
+        assert!(lines[4].ends_with("Read-only file system"), "{backend:?}: {output}");
+        assert_eq!(lines[5], "r /inputs/readings: OPENED", "{backend:?}");
+    }
+}
+
+#[test]
+fn an_exit_code_is_the_outcome() {
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let seven = strings(&["exit", "7"]);
+        let (message, _) = expect_failure(
+            backend,
+            ex.run(backend, &Job::new(fleet_wasi_jobs::PROBE).with_args(&seven), NoInputs),
+            FailReason::Trap,
+        );
+        assert_eq!(message, "exited with code 7", "{backend:?}");
+        let zero = strings(&["exit", "0"]);
+        ex.run(backend, &Job::new(fleet_wasi_jobs::PROBE).with_args(&zero), NoInputs)
+            .unwrap_or_else(|f| panic!("{backend:?}: exit 0 is success: {f}"));
+    }
+}
+
+#[test]
+fn a_c_loop_and_a_c_memory_bomb_meet_the_usual_bounds() {
+    let mut ex = Executors::new();
+    let spin = strings(&["loop"]);
+    let bomb = strings(&["bomb"]);
+    for backend in BACKENDS {
+        let fuel = Job::new(fleet_wasi_jobs::PROBE).with_args(&spin);
+        expect_failure(backend, ex.run(backend, &fuel, NoInputs), FailReason::OutOfFuel);
+        let clock = Job::new(fleet_wasi_jobs::PROBE).with_args(&spin).with_limits(Limits {
+            fuel: 1_000_000_000_000,
+            memory_pages: 0,
+            timeout_ms: 300,
+        });
+        expect_failure(backend, ex.run(backend, &clock, NoInputs), FailReason::Timeout);
+        let memory = Job::new(fleet_wasi_jobs::PROBE).with_args(&bomb).with_limits(Limits {
+            fuel: 500_000_000,
+            memory_pages: 8,
+            timeout_ms: 0,
+        });
+        let (message, report) = expect_failure(backend, ex.run(backend, &memory, NoInputs), FailReason::OutOfMemory);
+        assert!(message.contains("memory cap of 8 pages"), "{backend:?}: {message}");
+        assert!(report.logs.iter().any(|l| l.starts_with("malloc refused after")), "{backend:?}: {:?}", report.logs);
+        ex.assert_still_usable(backend);
+    }
+}
+
+#[test]
+fn a_wasi_call_the_fleet_does_not_offer_is_refused_before_anything_runs() {
+    let module = wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")))"#,
+    )
+    .unwrap();
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let (message, report) =
+            expect_failure(backend, ex.run(backend, &Job::new(&module), NoInputs), FailReason::Unsupported);
+        assert!(message.contains("wasi_snapshot_preview1.sock_accept"), "{backend:?}: {message}");
+        assert_eq!(report.fuel_used, 0, "{backend:?}: something ran");
+    }
+}
+
+#[test]
+fn output_past_the_cap_is_cut_and_said_so() {
+    let many: Vec<String> = (0..4000).map(|i| format!("argument-{i}")).collect();
+    let limits = Limits { fuel: 500_000_000, memory_pages: 0, timeout_ms: 0 };
+    let job = Job::new(fleet_wasi_jobs::HELLO).with_args(&many).with_limits(limits);
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let report = ex.run(backend, &job, NoInputs).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(report.output.len(), 16 * 1024, "{backend:?}");
+        assert!(report.logs.iter().any(|l| l.contains("output cut")), "{backend:?}: {:?}", report.logs);
+    }
+}

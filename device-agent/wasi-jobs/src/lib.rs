@@ -1,0 +1,31 @@
+//! Example fleet jobs as plain C programs, compiled to WASI preview 1.
+//!
+//! Each is built from `c/` by this crate's build script with clang
+//! (`--target=wasm32-wasi`) against wasi-libc, exactly as a user builds one:
+//!
+//! ```sh
+//! clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o csv_summary.wasm c/csv_summary.c
+//! ```
+//!
+//! (Debian: `apt-get install clang lld wasi-libc libclang-rt-dev-wasm32`.) Nothing here
+//! is a committed binary.
+//!
+//! | job | does | expected outcome |
+//! |---|---|---|
+//! | [`HELLO`] | prints `hello from C` and its arguments, logs a line | success |
+//! | [`CSV_SUMMARY`] | the Rust `csv-summary` example in C: reads `/inputs/readings`, prints the same `count=.. min=.. max=.. mean=.. skipped=..` | success |
+//! | [`PROBE`] | by argument: `escape` tries files outside its inputs, `loop` spins, `bomb` allocates until refused, `exit N` exits with N | as the bounds and the sandbox decide |
+#![no_std]
+
+macro_rules! job {
+    ($file:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $file))
+    };
+}
+
+/// `hello` in C.
+pub const HELLO: &[u8] = job!("hello.wasm");
+/// `csv-summary` in C.
+pub const CSV_SUMMARY: &[u8] = job!("csv_summary.wasm");
+/// `probe` in C (hostile and curious behaviours, by argument).
+pub const PROBE: &[u8] = job!("probe.wasm");
