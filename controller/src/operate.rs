@@ -307,6 +307,36 @@ pub fn push(store: &mut Store, request: &PushRequest, module: &[u8], actor: &str
         }
         targets = advertising(store, targets, target, Needs::Inference, &mut skipped)?;
     }
+    if imports_wasi(module) {
+        if request.continuous {
+            return Err(OpError::invalid(
+                "a module that imports WASI cannot be --continuous yet",
+                "microcontrollers provisioned later would get it and refuse it; push it to the gateways there are",
+            ));
+        }
+        // WASI runs on gateways; a microcontroller's image has no room for it yet.
+        let (gateways, boards): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(
+            |id| !matches!(store.device(id.as_str()), Ok(Some(device)) if device.kind == crate::model::DeviceKind::Mcu),
+        );
+        if !boards.is_empty() {
+            let names: Vec<String> = boards.iter().map(ToString::to_string).collect();
+            if matches!(target, Target::Devices(_)) {
+                return Err(OpError::invalid(
+                    format!(
+                        "the module imports WASI ({WASI_MODULE}), which microcontrollers do not run: {}",
+                        names.join(", ")
+                    ),
+                    "build it against the fleet job ABI (docs/job-abi.md) to run it on a microcontroller, or name gateways",
+                ));
+            }
+            skipped.push(format!(
+                "{} microcontroller(s) that run no WASI (the module imports {WASI_MODULE}): {}",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        targets = gateways;
+    }
     if targets.is_empty() && !request.continuous {
         return Err(OpError::NotFound {
             message: format!("no device matches {target}"),
@@ -415,6 +445,19 @@ pub fn imports_wasi_nn(module: &[u8]) -> bool {
     wasmparser::Parser::new(0).parse_all(module).any(|payload| match payload {
         Ok(wasmparser::Payload::ImportSection(imports)) => {
             imports.into_imports().any(|i| i.is_ok_and(|i| i.module == WASI_NN_MODULE))
+        }
+        _ => false,
+    })
+}
+
+/// The import module of WASI preview 1 (docs/job-abi.md, section 7).
+const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Whether the module imports WASI preview 1.
+pub fn imports_wasi(module: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(module).any(|payload| match payload {
+        Ok(wasmparser::Payload::ImportSection(imports)) => {
+            imports.into_imports().any(|i| i.is_ok_and(|i| i.module == WASI_MODULE))
         }
         _ => false,
     })

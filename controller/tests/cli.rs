@@ -357,6 +357,46 @@ fn a_module_that_uses_wasi_nn_goes_only_to_devices_that_offer_inference() {
     assert_eq!(targeted(&plain).len(), 3);
 }
 
+#[test]
+fn a_wasi_module_goes_only_to_gateways_and_the_operator_is_told_which_boards_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (id, kind) in [("gw-a", "linux"), ("gw-b", "linux"), ("mcu-a", "mcu")] {
+        let out = dir.path().join(id);
+        let provisioned = fleetctl(&data, &["device", "provision", id, "--kind", kind, "--out", out.to_str().unwrap()]);
+        assert_eq!(code(&provisioned), 0, "{}", stderr(&provisioned));
+    }
+    let c_job = dir.path().join("csv_summary.wasm");
+    std::fs::write(&c_job, fleet_wasi_jobs::CSV_SUMMARY).unwrap();
+    let c_job = c_job.to_str().unwrap();
+    let store = || fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
+    let targeted = |out: &Output| -> Vec<String> {
+        let job: fleet_schemas::JobId = stdout(out).parse().unwrap();
+        store().executions(&job).unwrap().iter().map(|e| e.device_id.to_string()).collect()
+    };
+
+    let all = fleetctl(&data, &["job", "push", c_job, "--input", "readings", "--all"]);
+    assert_eq!(code(&all), 0, "{}", stderr(&all));
+    assert!(stderr(&all).contains("skipping 1 microcontroller(s) that run no WASI"), "{}", stderr(&all));
+    assert!(stderr(&all).contains(": mcu-a"), "{}", stderr(&all));
+    assert_eq!(targeted(&all), ["gw-a", "gw-b"]);
+
+    let named = fleetctl(&data, &["job", "push", c_job, "--target", "mcu-a"]);
+    assert_eq!(code(&named), 2, "{}", stderr(&named));
+    assert!(stderr(&named).contains("microcontrollers do not run: mcu-a"), "{}", stderr(&named));
+    assert!(stderr(&named).contains("docs/job-abi.md"), "{}", stderr(&named));
+
+    let continuous = fleetctl(&data, &["job", "push", c_job, "--all", "--continuous"]);
+    assert_eq!(code(&continuous), 2, "{}", stderr(&continuous));
+
+    // A fleet-ABI module still goes to every device.
+    let hello = dir.path().join("hello.wasm");
+    std::fs::write(&hello, fleet_example_jobs::HELLO).unwrap();
+    let plain = fleetctl(&data, &["job", "push", hello.to_str().unwrap(), "--all"]);
+    assert_eq!(code(&plain), 0, "{}", stderr(&plain));
+    assert_eq!(targeted(&plain).len(), 3);
+}
+
 /// A stock MQTT tool watches the fleet with the observer login: `mosquitto_sub` sees
 /// every device's retained status, and the same login is refused a publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,6 +278,35 @@ fn a_chunked_module_runs_with_a_data_input_and_is_fetched_again_when_it_rots() {
     });
 }
 
+/// A plain C program compiled for WASI (wasi-libc's `fopen`, `printf`, `fprintf(stderr)`)
+/// runs on the real agent: its data input is the file `/inputs/readings`, its stdout
+/// the output, its stderr the logs, its exit code the outcome.
+#[test]
+fn a_c_program_runs_as_a_wasi_job_with_its_data_input_as_a_file() {
+    let mut world = World::start(Options { local: "[data]\nreadings = \"readings.csv\"".into(), ..Options::default() });
+    std::fs::write(world.dir.path().join("readings.csv"), "# timestamp,value\n1,10\n2,20\n3,30\n").unwrap();
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    let mut summary = job(fleet_wasi_jobs::CSV_SUMMARY, &[]);
+    summary.inputs = vec!["readings".into()];
+    let key = world.push(&summary);
+    let without_input = world.push(&job(fleet_wasi_jobs::CSV_SUMMARY, &[]));
+    world.wait_for("the C jobs' terminal events", |s| s.finished(key.job_id) && s.finished(without_input.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let terminal = s.terminal(&key);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Succeeded(report) = &event.kind else { panic!("{event:?}") };
+        assert_eq!(String::from_utf8_lossy(&report.output), "count=3 min=10 max=30 mean=20.000 skipped=0");
+        assert_eq!(report.logs, ["read 3 readings, skipped 0 lines"]);
+        let terminal = s.terminal(&without_input);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Failed { reason, message, .. } = &event.kind else { panic!("{event:?}") };
+        assert_eq!((*reason, message.as_str()), (FailReason::Trap, "exited with code 2"));
+    });
+}
+
 /// A cancel stops a running job (the executor's stop signal), which frees its slot:
 /// with one slot, the next job can only run once the stopped one has really ended.
 #[test]
