@@ -182,6 +182,8 @@ pub fn runtimes(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         ));
     }
 
+    wasi_rows(budget, table)?;
+
     let args = [iterations.to_string()];
     let sum = Job::new(fleet_example_jobs::SUM_COMPUTE).with_args(&args);
     let expected = wasmtime.run(&sum, NoInputs)?;
@@ -202,6 +204,57 @@ pub fn runtimes(quick: bool, table: &mut Table) -> anyhow::Result<()> {
         wi,
         &format!("n={iterations}, module cached, fuel metering on, same output on both"),
     ));
+    Ok(())
+}
+
+/// The WASI hello in C beside the fleet-ABI hello in Rust, on each runtime: what a job
+/// written as a plain program costs to start and run, and to ship.
+fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
+    let c = Job::new(fleet_wasi_jobs::HELLO);
+    let rust = Job::new(fleet_example_jobs::HELLO);
+    for (label, cache) in [("instantiate + run", 8), ("compile + instantiate + run", 0)] {
+        let wasmtime = WasmtimeExecutor::new(executor_config(cache)?)?;
+        let mut wasmi = WasmiExecutor::new(executor_config(cache)?)?;
+        anyhow::ensure!(wasmtime.run(&c, NoInputs).is_ok() && wasmi.run(&c, NoInputs).is_ok(), "the C hello fails");
+        let mut time = |job: &Job<'_>, on_wasmi: bool| {
+            if on_wasmi {
+                mean(budget, || {
+                    black_box(wasmi.run(job, NoInputs).is_ok());
+                })
+            } else {
+                mean(budget, || {
+                    black_box(wasmtime.run(job, NoInputs).is_ok());
+                })
+            }
+        };
+        for (runtime, on_wasmi) in [("wasmtime", false), ("wasmi", true)] {
+            let (ours, peer) = (time(&c, on_wasmi), time(&rust, on_wasmi));
+            table.add(Row {
+                figure: format!("hello in C (WASI): {label}, {runtime}"),
+                ours: table::us(ours),
+                peer: format!("{} (Rust, fleet ABI)", table::us(peer)),
+                ratio: table::time_ratio(ours, peer),
+                conditions: if cache > 0 { "module cached".into() } else { "no cache".into() },
+            });
+        }
+    }
+    table.add(Row {
+        figure: "hello: module size, C (WASI) vs Rust (fleet ABI)".into(),
+        ours: table::size(fleet_wasi_jobs::HELLO.len() as u64),
+        peer: format!("{} (Rust)", table::size(fleet_example_jobs::HELLO.len() as u64)),
+        ratio: table::size_ratio(fleet_wasi_jobs::HELLO.len() as f64, fleet_example_jobs::HELLO.len() as f64),
+        conditions: "clang 14 -O2 + wasi-libc (printf), stripped; Rust release for wasm32-unknown-unknown".into(),
+    });
+    table.add(Row {
+        figure: "csv-summary: module size, C (WASI) vs Rust (fleet ABI)".into(),
+        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY.len() as u64),
+        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
+        ratio: table::size_ratio(
+            fleet_wasi_jobs::CSV_SUMMARY.len() as f64,
+            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+        ),
+        conditions: "the same job: C with stdio and strtod, Rust no_std with core's float parsing".into(),
+    });
     Ok(())
 }
 

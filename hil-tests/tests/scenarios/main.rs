@@ -33,6 +33,7 @@ mod s10_topic_acl;
 mod s11_inference;
 mod s12_store_wiped;
 mod s13_tls_everywhere;
+mod s14_c_job;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -75,6 +76,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "s11_inference_runs_where_the_data_is", run: s11_inference::run, ignore: None },
     Scenario { name: "s12_store_wiped_mid_rollout", run: s12_store_wiped::run, ignore: None },
     Scenario { name: "s13_tls_on_every_link", run: s13_tls_everywhere::run, ignore: None },
+    Scenario { name: "s14_a_c_job_to_the_whole_fleet", run: s14_c_job::run, ignore: None },
 ];
 
 /// What every scenario shares: the boards, if they can run here.
