@@ -53,5 +53,55 @@ fn build() -> Result<(), String> {
             ));
         }
     }
+    rust(&manifest_dir, &out_dir)
+}
+
+/// Variables that must not reach the nested cargo (flags meant for the host crates).
+const SCRUBBED_ENV: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CLIPPY_ARGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+];
+
+/// Builds `rust/` (csv-summary as a std program) for `wasm32-wasip1` with a nested cargo,
+/// in its own target directory (the outer cargo holds the lock on its own).
+fn rust(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(), String> {
+    const TARGET: &str = "wasm32-wasip1";
+    let crate_dir = manifest_dir.join("rust");
+    for watched in ["Cargo.toml", "src"] {
+        println!("cargo:rerun-if-changed={}", crate_dir.join(watched).display());
+    }
+    let target_dir = match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("wasi-jobs"),
+        _ => out_dir.join("wasi-jobs"),
+    };
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&crate_dir)
+        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for name in SCRUBBED_ENV {
+        command.env_remove(name);
+    }
+    let result = command.output().map_err(|e| format!("could not start cargo for the Rust WASI job: {e}"))?;
+    if !result.status.success() {
+        return Err(format!(
+            "building {} for {TARGET} failed ({}); is the target installed (rustup target add {TARGET})?\n{}",
+            crate_dir.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        ));
+    }
+    let built = target_dir.join(TARGET).join("release").join("csv-summary-wasi.wasm");
+    std::fs::copy(&built, out_dir.join("csv_summary_rust.wasm"))
+        .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
     Ok(())
 }

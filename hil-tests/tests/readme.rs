@@ -246,7 +246,7 @@ fn check_cargo(sub: &str, args: &[&str], ws: &Workspace, command: &str, readme: 
     }
     for target in value("--target") {
         assert!(
-            ["thumbv7em-none-eabihf", "wasm32-unknown-unknown"].contains(&target),
+            ["thumbv7em-none-eabihf", "wasm32-unknown-unknown", "wasm32-wasip1"].contains(&target),
             "{}: `{command}`: target {target} is not one the fleet builds for",
             readme.display()
         );

@@ -1,4 +1,5 @@
-//! Example fleet jobs as plain C programs, compiled to WASI preview 1.
+//! Example fleet jobs as plain programs, compiled to WASI preview 1: in C, and one in
+//! Rust with its standard library.
 //!
 //! Each is built from `c/` by this crate's build script with clang
 //! (`--target=wasm32-wasi`) against wasi-libc, exactly as a user builds one:
@@ -14,6 +15,7 @@
 //! |---|---|---|
 //! | [`HELLO`] | prints `hello from C` and its arguments, logs a line | success |
 //! | [`CSV_SUMMARY`] | the Rust `csv-summary` example in C: reads `/inputs/readings`, prints the same `count=.. min=.. max=.. mean=.. skipped=..` | success |
+//! | [`CSV_SUMMARY_RUST`] | the same csv-summary as a std Rust program (`rust/`, `cargo build --release --target wasm32-wasip1`) | success, the same output |
 //! | [`PROBE`] | by argument: `escape` tries files outside its inputs, `loop` spins, `bomb` allocates until refused, `exit N` exits with N | as the bounds and the sandbox decide |
 #![no_std]
 
@@ -27,5 +29,7 @@ macro_rules! job {
 pub const HELLO: &[u8] = job!("hello.wasm");
 /// `csv-summary` in C.
 pub const CSV_SUMMARY: &[u8] = job!("csv_summary.wasm");
+/// `csv-summary` as a plain Rust program (std, `wasm32-wasip1`), from `rust/`.
+pub const CSV_SUMMARY_RUST: &[u8] = job!("csv_summary_rust.wasm");
 /// `probe` in C (hostile and curious behaviours, by argument).
 pub const PROBE: &[u8] = job!("probe.wasm");

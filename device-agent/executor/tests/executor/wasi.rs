@@ -26,17 +26,21 @@ fn a_c_hello_prints_its_arguments_to_the_output_and_logs_stderr() {
 }
 
 #[test]
-fn csv_summary_in_c_gives_the_rust_jobs_output_on_both_runtimes() {
+fn csv_summary_in_c_and_in_std_rust_gives_the_fleet_abi_jobs_output_on_both_runtimes() {
     let inputs = strings(&["readings"]);
     let mut ex = Executors::new();
     for backend in BACKENDS {
         let c = Job::new(fleet_wasi_jobs::CSV_SUMMARY).with_inputs(&inputs);
         let rust = Job::new(fleet_example_jobs::CSV_SUMMARY).with_inputs(&inputs);
+        let rust_wasi = Job::new(fleet_wasi_jobs::CSV_SUMMARY_RUST).with_inputs(&inputs);
+        let from_rust_wasi = ex.run(backend, &rust_wasi, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
         let from_c = ex.run(backend, &c, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
         let from_rust = ex.run(backend, &rust, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
         assert_eq!(String::from_utf8_lossy(&from_c.output), String::from_utf8_lossy(&from_rust.output), "{backend:?}");
         assert_eq!(String::from_utf8_lossy(&from_c.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
         assert_eq!(from_c.logs, from_rust.logs, "{backend:?}");
+        assert_eq!(from_rust_wasi.output, from_rust.output, "{backend:?}: std Rust on WASI");
+        assert_eq!(from_rust_wasi.logs, from_rust.logs, "{backend:?}: std Rust on WASI");
     }
 }
 
