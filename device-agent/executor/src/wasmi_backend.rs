@@ -30,8 +30,8 @@ use alloc::format;
 use alloc::string::{String, ToString};
 
 use ::wasmi::{
-    Caller, CompilationMode, Config, CustomFuelCosts, Engine, Error, Extern, ExternType, Linker, Memory, Module,
-    ResourceLimiter, Store, TrapCode, TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel, ValType,
+    Caller, CompilationMode, Config, CustomFuelCosts, Engine, Error, Extern, ExternType, FuncType, Linker, Memory,
+    Module, ResourceLimiter, Store, TrapCode, TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel, Val, ValType,
 };
 use fleet_schemas::digest::sha256;
 use wasmi_core::LimiterError;
@@ -493,107 +493,119 @@ fn ending_of(error: &Error, instantiating: bool) -> Ending {
 
 impl ::wasmi::errors::HostError for AbiTrap {}
 
+/// One host function's glue: takes its arguments from `args` (wasmi has checked their
+/// types against the signature the function was linked with) and returns its `i32`
+/// result, if it has one.
+type Glue = fn(&mut Caller<'_, Data>, &[Val]) -> Result<Option<i32>, Error>;
+
+/// Argument `i` as an `i32`.
+fn i32_arg(args: &[Val], i: usize) -> i32 {
+    args.get(i).and_then(Val::i32).unwrap_or_default()
+}
+
+/// Argument `i` as an `i64`.
+#[cfg(feature = "wasi")]
+fn i64_arg(args: &[Val], i: usize) -> i64 {
+    args.get(i).and_then(Val::i64).unwrap_or_default()
+}
+
+/// A host call on the job's memory: `$call(memory, args...)` of `Host`, its `i32` result.
+macro_rules! on_memory {
+    ($name:literal, $call:ident $(, $arg:ident($i:literal))*) => {
+        |c, a| {
+            let (mem, data) = memory(c, $name)?;
+            data.host.$call(mem $(, $arg(a, $i))*).map(Some).map_err(Error::host)
+        }
+    };
+}
+
+/// The fleet ABI's glue, by name; the signatures are [`abi::IMPORTS`].
+const ABI_GLUE: &[(&str, Glue)] = &[
+    ("log", |c, a| {
+        let (mem, data) = memory(c, "log")?;
+        data.host.log(mem, i32_arg(a, 0), i32_arg(a, 1)).map(|()| None).map_err(Error::host)
+    }),
+    ("output", on_memory!("output", output, i32_arg(0), i32_arg(1))),
+    ("arg_count", |c, _| Ok(Some(c.data().host.arg_count()))),
+    ("arg_len", |c, a| Ok(Some(c.data().host.arg_len(i32_arg(a, 0))))),
+    ("arg_read", on_memory!("arg_read", arg_read, i32_arg(0), i32_arg(1), i32_arg(2))),
+    ("device_id", on_memory!("device_id", device_id, i32_arg(0), i32_arg(1))),
+    ("input_open", on_memory!("input_open", input_open, i32_arg(0), i32_arg(1))),
+    ("input_read", on_memory!("input_read", input_read, i32_arg(0), i32_arg(1), i32_arg(2))),
+];
+
+/// The WASI preview 1 glue (`crate::wasi`), by name; the signatures are
+/// [`crate::wasi::IMPORTS`].
+#[cfg(feature = "wasi")]
+const WASI_GLUE: &[(&str, Glue)] = &[
+    ("args_get", on_memory!("args_get", wasi_args_get, i32_arg(0), i32_arg(1))),
+    ("args_sizes_get", on_memory!("args_sizes_get", wasi_args_sizes_get, i32_arg(0), i32_arg(1))),
+    ("environ_get", on_memory!("environ_get", wasi_environ_get, i32_arg(0), i32_arg(1))),
+    ("environ_sizes_get", on_memory!("environ_sizes_get", wasi_environ_sizes_get, i32_arg(0), i32_arg(1))),
+    ("clock_res_get", on_memory!("clock_res_get", wasi_clock_res_get, i32_arg(0), i32_arg(1))),
+    ("clock_time_get", on_memory!("clock_time_get", wasi_clock_time_get, i32_arg(0), i64_arg(1), i32_arg(2))),
+    ("fd_close", |c, a| c.data_mut().host.wasi_fd_close(i32_arg(a, 0)).map(Some).map_err(Error::host)),
+    ("fd_fdstat_get", on_memory!("fd_fdstat_get", wasi_fd_fdstat_get, i32_arg(0), i32_arg(1))),
+    ("fd_fdstat_set_flags", |c, a| {
+        c.data().host.wasi_fd_fdstat_set_flags(i32_arg(a, 0), i32_arg(a, 1)).map(Some).map_err(Error::host)
+    }),
+    ("fd_filestat_get", on_memory!("fd_filestat_get", wasi_fd_filestat_get, i32_arg(0), i32_arg(1))),
+    ("fd_prestat_get", on_memory!("fd_prestat_get", wasi_fd_prestat_get, i32_arg(0), i32_arg(1))),
+    (
+        "fd_prestat_dir_name",
+        on_memory!("fd_prestat_dir_name", wasi_fd_prestat_dir_name, i32_arg(0), i32_arg(1), i32_arg(2)),
+    ),
+    ("fd_read", on_memory!("fd_read", wasi_fd_read, i32_arg(0), i32_arg(1), i32_arg(2), i32_arg(3))),
+    ("fd_seek", on_memory!("fd_seek", wasi_fd_seek, i32_arg(0), i64_arg(1), i32_arg(2), i32_arg(3))),
+    ("fd_write", on_memory!("fd_write", wasi_fd_write, i32_arg(0), i32_arg(1), i32_arg(2), i32_arg(3))),
+    // (dirfd, dirflags, path, len, oflags, rights base, rights inheriting, fdflags, fd)
+    (
+        "path_open",
+        on_memory!("path_open", wasi_path_open, i32_arg(0), i32_arg(2), i32_arg(3), i32_arg(4), i64_arg(5), i32_arg(8)),
+    ),
+    ("proc_exit", |c, a| Err(Error::host(c.data_mut().host.wasi_proc_exit(i32_arg(a, 0))))),
+    ("random_get", on_memory!("random_get", wasi_random_get, i32_arg(0), i32_arg(1))),
+    ("sched_yield", |_, _| Ok(Some(0))),
+];
+
+/// Links `glue` as `module.name` of type `ty`. Every host function goes through this
+/// one closure type, so wasmi's host trampoline is compiled once, not once per
+/// function: on a microcontroller that is most of what a host function costs in flash.
+fn link(linker: &mut Linker<Data>, module: &str, name: &str, ty: FuncType, glue: Glue) -> Result<(), Error> {
+    linker.func_new(module, name, ty, move |mut caller, args, results| {
+        let result = glue(&mut caller, args)?;
+        if let (Some(value), Some(slot)) = (result, results.first_mut()) {
+            *slot = Val::I32(value);
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A glue table without its signature in the ABI's table: a bug in this file.
+fn unlisted(module: &str, name: &str) -> Error {
+    Error::new(format!("host function `{module}.{name}` has glue but no signature"))
+}
+
 /// The linker with every ABI host function, built once per executor.
 fn abi_linker(engine: &Engine) -> Result<Linker<Data>, Error> {
     let mut linker = Linker::new(engine);
-    linker.func_wrap(MODULE, "log", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<(), Error> {
-        let (mem, data) = memory(&mut c, "log")?;
-        data.host.log(mem, ptr, len).map_err(Error::host)
-    })?;
-    linker.func_wrap(MODULE, "output", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
-        let (mem, data) = memory(&mut c, "output")?;
-        data.host.output(mem, ptr, len).map_err(Error::host)
-    })?;
-    linker.func_wrap(MODULE, "arg_count", |c: Caller<'_, Data>| -> i32 { c.data().host.arg_count() })?;
-    linker.func_wrap(MODULE, "arg_len", |c: Caller<'_, Data>, i: i32| -> i32 { c.data().host.arg_len(i) })?;
-    linker.func_wrap(
-        MODULE,
-        "arg_read",
-        |mut c: Caller<'_, Data>, i: i32, ptr: i32, len: i32| -> Result<i32, Error> {
-            let (mem, data) = memory(&mut c, "arg_read")?;
-            data.host.arg_read(mem, i, ptr, len).map_err(Error::host)
-        },
-    )?;
-    linker.func_wrap(MODULE, "device_id", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
-        let (mem, data) = memory(&mut c, "device_id")?;
-        data.host.device_id(mem, ptr, len).map_err(Error::host)
-    })?;
-    linker.func_wrap(MODULE, "input_open", |mut c: Caller<'_, Data>, ptr: i32, len: i32| -> Result<i32, Error> {
-        let (mem, data) = memory(&mut c, "input_open")?;
-        data.host.input_open(mem, ptr, len).map_err(Error::host)
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "input_read",
-        |mut c: Caller<'_, Data>, h: i32, ptr: i32, len: i32| -> Result<i32, Error> {
-            let (mem, data) = memory(&mut c, "input_read")?;
-            data.host.input_read(mem, h, ptr, len).map_err(Error::host)
-        },
-    )?;
-    #[cfg(feature = "wasi")]
-    wasi_linker(&mut linker)?;
-    Ok(linker)
-}
-
-/// The WASI preview 1 functions (`crate::wasi`), each a line of glue.
-#[cfg(feature = "wasi")]
-fn wasi_linker(linker: &mut Linker<Data>) -> Result<(), Error> {
-    use crate::wasi::MODULE as W;
-    macro_rules! with_memory {
-        ($name:literal, |$host:ident, $mem:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {
-            linker.func_wrap(W, $name, |mut c: Caller<'_, Data>, $($arg: $ty),*| -> Result<i32, Error> {
-                let ($mem, data) = memory(&mut c, $name)?;
-                let $host = &mut data.host;
-                $body.map_err(Error::host)
-            })?;
-        };
+    for &(name, glue) in ABI_GLUE {
+        let (params, results) = abi::import_signature(MODULE, name, false).ok_or_else(|| unlisted(MODULE, name))?;
+        let ty = FuncType::new(core::iter::repeat_n(ValType::I32, params), core::iter::repeat_n(ValType::I32, results));
+        link(&mut linker, MODULE, name, ty, glue)?;
     }
-    with_memory!("args_get", |h, m, argv: i32, buf: i32| h.wasi_args_get(m, argv, buf));
-    with_memory!("args_sizes_get", |h, m, argc: i32, size: i32| h.wasi_args_sizes_get(m, argc, size));
-    with_memory!("environ_get", |h, m, env: i32, buf: i32| h.wasi_environ_get(m, env, buf));
-    with_memory!("environ_sizes_get", |h, m, count: i32, size: i32| h.wasi_environ_sizes_get(m, count, size));
-    with_memory!("clock_res_get", |h, m, id: i32, res: i32| h.wasi_clock_res_get(m, id, res));
-    with_memory!("clock_time_get", |h, m, id: i32, precision: i64, time: i32| h
-        .wasi_clock_time_get(m, id, precision, time));
-    with_memory!("fd_fdstat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_fdstat_get(m, fd, stat));
-    with_memory!("fd_filestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_filestat_get(m, fd, stat));
-    with_memory!("fd_prestat_get", |h, m, fd: i32, stat: i32| h.wasi_fd_prestat_get(m, fd, stat));
-    with_memory!("fd_prestat_dir_name", |h, m, fd: i32, path: i32, len: i32| h
-        .wasi_fd_prestat_dir_name(m, fd, path, len));
-    with_memory!("fd_read", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_read(m, fd, iovs, n, out));
-    with_memory!("fd_seek", |h, m, fd: i32, offset: i64, whence: i32, out: i32| h
-        .wasi_fd_seek(m, fd, offset, whence, out));
-    with_memory!("fd_write", |h, m, fd: i32, iovs: i32, n: i32, out: i32| h.wasi_fd_write(m, fd, iovs, n, out));
-    with_memory!("random_get", |h, m, buf: i32, len: i32| h.wasi_random_get(m, buf, len));
-    linker.func_wrap(
-        W,
-        "path_open",
-        |mut c: Caller<'_, Data>,
-         dirfd: i32,
-         _dirflags: i32,
-         path: i32,
-         len: i32,
-         oflags: i32,
-         rights: i64,
-         _inheriting: i64,
-         _fdflags: i32,
-         fd: i32|
-         -> Result<i32, Error> {
-            let (mem, data) = memory(&mut c, "path_open")?;
-            data.host.wasi_path_open(mem, dirfd, path, len, oflags, rights, fd).map_err(Error::host)
-        },
-    )?;
-    linker.func_wrap(W, "fd_close", |mut c: Caller<'_, Data>, fd: i32| -> Result<i32, Error> {
-        c.data_mut().host.wasi_fd_close(fd).map_err(Error::host)
-    })?;
-    linker.func_wrap(W, "fd_fdstat_set_flags", |c: Caller<'_, Data>, fd: i32, flags: i32| -> Result<i32, Error> {
-        c.data().host.wasi_fd_fdstat_set_flags(fd, flags).map_err(Error::host)
-    })?;
-    linker.func_wrap(W, "proc_exit", |mut c: Caller<'_, Data>, code: i32| -> Result<(), Error> {
-        Err(Error::host(c.data_mut().host.wasi_proc_exit(code)))
-    })?;
-    linker.func_wrap(W, "sched_yield", |_c: Caller<'_, Data>| -> i32 { 0 })?;
-    Ok(())
+    #[cfg(feature = "wasi")]
+    for &(name, glue) in WASI_GLUE {
+        use crate::wasi::MODULE as W;
+        let sig = crate::wasi::import_signature(name).ok_or_else(|| unlisted(W, name))?;
+        let (params, results) = sig.split_once('>').ok_or_else(|| unlisted(W, name))?;
+        let ty = |s: &str| {
+            s.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect::<alloc::vec::Vec<_>>()
+        };
+        link(&mut linker, W, name, FuncType::new(ty(params), ty(results)), glue)?;
+    }
+    Ok(linker)
 }
 
 /// The job's memory and the store data, borrowed together. Falls back to looking the
