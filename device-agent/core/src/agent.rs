@@ -128,7 +128,7 @@ impl AgentCore {
             queue: Queue::recovered(&recovered.executions),
             history: History::new(&recovered.history, history_len),
             outbox: Outbox::recovered(&recovered.outbox, recovered.acked_through),
-            modules: recovered.modules.iter().copied().collect(),
+            modules: crate::by_insertion(recovered.modules.iter().copied()),
             fetch: Fetcher::recovered(&recovered.assemblies),
             link_up: false,
             status: StatusTracker::default(),

@@ -52,7 +52,7 @@ pub(crate) enum ChunkResult {
 
 impl Fetcher {
     pub(crate) fn recovered(assemblies: &[ChunkAssembler]) -> Self {
-        let partial = assemblies.iter().map(|a| (a.spec().hash, *a)).collect();
+        let partial = crate::by_insertion(assemblies.iter().map(|a| (a.spec().hash, *a)));
         Self { partial, active: None }
     }
 

@@ -22,7 +22,7 @@ pub(crate) struct History {
 
 impl History {
     pub(crate) fn new(entries: &[HistoryEntry], capacity: usize) -> Self {
-        let by_seq = entries.iter().map(|e| (e.seq, e.order.clone())).collect();
+        let by_seq = crate::by_insertion(entries.iter().map(|e| (e.seq, e.order.clone())));
         Self { by_seq, capacity: capacity.max(1) }
     }
 

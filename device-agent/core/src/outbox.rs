@@ -30,11 +30,12 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn recovered(events: &[OutboxEvent], acked_through: u64) -> Self {
-        let entries: BTreeMap<u64, Entry> = events
-            .iter()
-            .filter(|e| e.seq > acked_through)
-            .map(|e| (e.seq, Entry { bytes: e.bytes.clone(), sent_at: None }))
-            .collect();
+        let entries: BTreeMap<u64, Entry> = crate::by_insertion(
+            events
+                .iter()
+                .filter(|e| e.seq > acked_through)
+                .map(|e| (e.seq, Entry { bytes: e.bytes.clone(), sent_at: None })),
+        );
         let last = entries.keys().next_back().copied().unwrap_or(0).max(acked_through);
         Self { entries, acked_through, published_through: last, next_seq: last.saturating_add(1) }
     }

@@ -28,7 +28,8 @@ impl Queue {
     /// The queue after a restart: everything waits, including what was running when
     /// the device went down (it runs again: execution is at least once).
     pub(crate) fn recovered(executions: &[StoredExecution]) -> Self {
-        let by_seq = executions.iter().map(|e| (e.seq, Slot { execution: e.clone(), running: false })).collect();
+        let by_seq =
+            crate::by_insertion(executions.iter().map(|e| (e.seq, Slot { execution: e.clone(), running: false })));
         Self { by_seq, stopping: BTreeSet::new() }
     }
 
