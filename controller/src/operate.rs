@@ -291,7 +291,8 @@ pub fn push(store: &mut Store, request: &PushRequest, module: &[u8], actor: &str
         other => store.matching_devices(other)?,
     };
     // A job goes only where the device's last status advertised what it needs: a GPU
-    // when it requires one, an inference backend when its module imports wasi-nn.
+    // when it requires one, an inference backend when its module imports wasi-nn, WASI
+    // preview 1 when it imports that (agents and firmware older than WASI list none).
     // Elsewhere it would only be refused. Named devices without it are an error; a
     // selector or --all keeps the devices that have it.
     let mut skipped = Vec::new();
@@ -311,31 +312,10 @@ pub fn push(store: &mut Store, request: &PushRequest, module: &[u8], actor: &str
         if request.continuous {
             return Err(OpError::invalid(
                 "a module that imports WASI cannot be --continuous yet",
-                "microcontrollers provisioned later would get it and refuse it; push it to the gateways there are",
+                "devices provisioned later have not reported whether they run WASI; push again once they are online",
             ));
         }
-        // WASI runs on gateways; a microcontroller's image has no room for it yet.
-        let (gateways, boards): (Vec<DeviceId>, Vec<DeviceId>) = targets.into_iter().partition(
-            |id| !matches!(store.device(id.as_str()), Ok(Some(device)) if device.kind == crate::model::DeviceKind::Mcu),
-        );
-        if !boards.is_empty() {
-            let names: Vec<String> = boards.iter().map(ToString::to_string).collect();
-            if matches!(target, Target::Devices(_)) {
-                return Err(OpError::invalid(
-                    format!(
-                        "the module imports WASI ({WASI_MODULE}), which microcontrollers do not run: {}",
-                        names.join(", ")
-                    ),
-                    "build it against the fleet job ABI (docs/job-abi.md) to run it on a microcontroller, or name gateways",
-                ));
-            }
-            skipped.push(format!(
-                "{} microcontroller(s) that run no WASI (the module imports {WASI_MODULE}): {}",
-                names.len(),
-                names.join(", ")
-            ));
-        }
-        targets = gateways;
+        targets = advertising(store, targets, target, Needs::Wasi, &mut skipped)?;
     }
     if targets.is_empty() && !request.continuous {
         return Err(OpError::NotFound {
@@ -380,6 +360,7 @@ pub fn push(store: &mut Store, request: &PushRequest, module: &[u8], actor: &str
 enum Needs {
     Gpu,
     Inference,
+    Wasi,
 }
 
 impl Needs {
@@ -387,6 +368,7 @@ impl Needs {
         match self {
             Needs::Gpu => status.gpu.is_some(),
             Needs::Inference => !status.inference.is_empty(),
+            Needs::Wasi => status.wasi.iter().any(|v| v == WASI_VERSION),
         }
     }
 
@@ -394,6 +376,7 @@ impl Needs {
         match self {
             Needs::Gpu => "no GPU advertised by",
             Needs::Inference => "no inference (wasi-nn) advertised by",
+            Needs::Wasi => "no WASI preview 1 (the module imports wasi_snapshot_preview1) advertised by",
         }
     }
 
@@ -403,6 +386,9 @@ impl Needs {
             Needs::Inference => {
                 "the module imports wasi-nn: run its gateways' fleet-agent with --onnxruntime (`fleetctl device show ID` lists what a device offers)"
             }
+            Needs::Wasi => {
+                "update the device's fleet-agent or firmware to one that runs WASI, or build the job against the fleet job ABI (docs/job-abi.md)"
+            }
         }
     }
 
@@ -410,6 +396,7 @@ impl Needs {
         match self {
             Needs::Gpu => "that advertise no GPU",
             Needs::Inference => "that offer no inference (wasi-nn)",
+            Needs::Wasi => "that run no WASI (the module imports wasi_snapshot_preview1)",
         }
     }
 }
@@ -452,6 +439,8 @@ pub fn imports_wasi_nn(module: &[u8]) -> bool {
 
 /// The import module of WASI preview 1 (docs/job-abi.md, section 7).
 const WASI_MODULE: &str = "wasi_snapshot_preview1";
+/// How a device lists WASI preview 1 in its status (`DeviceStatus::wasi`).
+const WASI_VERSION: &str = "preview1";
 
 /// Whether the module imports WASI preview 1.
 pub fn imports_wasi(module: &[u8]) -> bool {

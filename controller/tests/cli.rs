@@ -249,8 +249,15 @@ fn provisioning_a_microcontroller_writes_what_is_flashed_and_the_script_that_fla
 /// Records a status for `id` as if the device had published it: `gpu` or none, and
 /// the inference backends it offers.
 fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuInfo>, inference: &[&str]) {
-    let mut store = fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
-    let status = fleet_schemas::DeviceStatus {
+    let mut status = status_of(id);
+    status.gpu = gpu;
+    status.inference = inference.iter().map(|s| s.to_string()).collect();
+    record_status(data, &status);
+}
+
+/// An online gateway's status that advertises nothing.
+fn status_of(id: &str) -> fleet_schemas::DeviceStatus {
+    fleet_schemas::DeviceStatus {
         device_id: fleet_schemas::DeviceId::new(id).unwrap(),
         state: fleet_schemas::Presence::Online,
         runtime: fleet_schemas::RuntimeClass::Gateway,
@@ -258,12 +265,18 @@ fn report_status(data: &Path, id: &str, gpu: Option<fleet_schemas::status::GpuIn
         labels: Default::default(),
         queue_depth: 0,
         outbox_depth: 0,
-        gpu,
-        inference: inference.iter().map(|s| s.to_string()).collect(),
+        gpu: None,
+        inference: Vec::new(),
+        wasi: Vec::new(),
         formats: vec![1],
         ts: 0,
-    };
-    let json = String::from_utf8(fleet_schemas::status::to_json(&status)).unwrap();
+    }
+}
+
+/// Stores `status` as the device's last retained status.
+fn record_status(data: &Path, status: &fleet_schemas::DeviceStatus) {
+    let mut store = fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
+    let json = String::from_utf8(fleet_schemas::status::to_json(status)).unwrap();
     assert!(store.set_device_status(&status.device_id, &json, 1).unwrap());
 }
 
@@ -358,16 +371,32 @@ fn a_module_that_uses_wasi_nn_goes_only_to_devices_that_offer_inference() {
 }
 
 #[test]
-fn a_wasi_module_goes_only_to_gateways_and_the_operator_is_told_which_boards_it_skipped() {
+fn a_wasi_module_goes_only_to_devices_that_advertise_wasi_and_the_operator_is_told_which_it_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    for (id, kind) in [("gw-a", "linux"), ("gw-b", "linux"), ("mcu-a", "mcu")] {
+    let fleet = [("gw-a", "linux"), ("gw-old", "linux"), ("mcu-a", "mcu"), ("mcu-old", "mcu"), ("gw-silent", "linux")];
+    for (id, kind) in fleet {
         let out = dir.path().join(id);
         let provisioned = fleetctl(&data, &["device", "provision", id, "--kind", kind, "--out", out.to_str().unwrap()]);
         assert_eq!(code(&provisioned), 0, "{}", stderr(&provisioned));
     }
-    let c_job = dir.path().join("csv_summary.wasm");
-    std::fs::write(&c_job, fleet_wasi_jobs::CSV_SUMMARY).unwrap();
+    // Today's agent and firmware list `preview1`; older ones list nothing; gw-silent has
+    // never reported a status.
+    for (id, runtime, wasi) in [
+        ("gw-a", fleet_schemas::RuntimeClass::Gateway, true),
+        ("gw-old", fleet_schemas::RuntimeClass::Gateway, false),
+        ("mcu-a", fleet_schemas::RuntimeClass::Microcontroller, true),
+        ("mcu-old", fleet_schemas::RuntimeClass::Microcontroller, false),
+    ] {
+        let mut status = status_of(id);
+        status.runtime = runtime;
+        if wasi {
+            status.wasi = vec!["preview1".into()];
+        }
+        record_status(&data, &status);
+    }
+    let c_job = dir.path().join("hello.wasm");
+    std::fs::write(&c_job, fleet_wasi_jobs::HELLO).unwrap();
     let c_job = c_job.to_str().unwrap();
     let store = || fleet_controller::datadir::DataDir::new(data.to_path_buf()).open().unwrap();
     let targeted = |out: &Output| -> Vec<String> {
@@ -375,26 +404,30 @@ fn a_wasi_module_goes_only_to_gateways_and_the_operator_is_told_which_boards_it_
         store().executions(&job).unwrap().iter().map(|e| e.device_id.to_string()).collect()
     };
 
-    let all = fleetctl(&data, &["job", "push", c_job, "--input", "readings", "--all"]);
+    let all = fleetctl(&data, &["job", "push", c_job, "--all"]);
     assert_eq!(code(&all), 0, "{}", stderr(&all));
-    assert!(stderr(&all).contains("skipping 1 microcontroller(s) that run no WASI"), "{}", stderr(&all));
-    assert!(stderr(&all).contains(": mcu-a"), "{}", stderr(&all));
-    assert_eq!(targeted(&all), ["gw-a", "gw-b"]);
+    assert!(stderr(&all).contains("skipping 3 device(s) that run no WASI"), "{}", stderr(&all));
+    assert!(stderr(&all).contains("gw-old, gw-silent, mcu-old"), "{}", stderr(&all));
+    assert_eq!(targeted(&all), ["gw-a", "mcu-a"]);
 
-    let named = fleetctl(&data, &["job", "push", c_job, "--target", "mcu-a"]);
+    let named = fleetctl(&data, &["job", "push", c_job, "--target", "mcu-old"]);
     assert_eq!(code(&named), 2, "{}", stderr(&named));
-    assert!(stderr(&named).contains("microcontrollers do not run: mcu-a"), "{}", stderr(&named));
+    assert!(stderr(&named).contains("no WASI preview 1"), "{}", stderr(&named));
+    assert!(stderr(&named).contains(": mcu-old"), "{}", stderr(&named));
     assert!(stderr(&named).contains("docs/job-abi.md"), "{}", stderr(&named));
+    let board = fleetctl(&data, &["job", "push", c_job, "--target", "mcu-a"]);
+    assert_eq!(code(&board), 0, "{}", stderr(&board));
+    assert_eq!(targeted(&board), ["mcu-a"]);
 
     let continuous = fleetctl(&data, &["job", "push", c_job, "--all", "--continuous"]);
     assert_eq!(code(&continuous), 2, "{}", stderr(&continuous));
 
     // A fleet-ABI module still goes to every device.
-    let hello = dir.path().join("hello.wasm");
+    let hello = dir.path().join("hello-abi.wasm");
     std::fs::write(&hello, fleet_example_jobs::HELLO).unwrap();
     let plain = fleetctl(&data, &["job", "push", hello.to_str().unwrap(), "--all"]);
     assert_eq!(code(&plain), 0, "{}", stderr(&plain));
-    assert_eq!(targeted(&plain).len(), 3);
+    assert_eq!(targeted(&plain).len(), 5);
 }
 
 /// A stock MQTT tool watches the fleet with the observer login: `mosquitto_sub` sees

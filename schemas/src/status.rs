@@ -66,6 +66,11 @@ pub struct DeviceStatus {
     /// `onnx:cuda`; empty where it offers none (microcontrollers).
     #[serde(default)]
     pub inference: Vec<String>,
+    /// The WASI versions it runs jobs for (`preview1`); empty where it runs only the
+    /// fleet job ABI (older agents and firmware). `fleetctl job push` sends a WASI
+    /// module only to devices that list it.
+    #[serde(default)]
+    pub wasi: Vec<String>,
     /// Envelope format versions the agent reads.
     #[serde(default)]
     pub formats: Vec<u16>,

@@ -66,6 +66,7 @@ fn built() -> Vec<(&'static str, Kind, Vec<u8>)> {
         outbox_depth: 1,
         gpu: None,
         inference: Vec::new(),
+        wasi: vec!["preview1".into()],
         formats: vec![ENVELOPE_VERSION],
         ts: ISSUED_AT,
     };

@@ -138,6 +138,7 @@ impl Sim {
                                 outbox_depth: 0,
                                 gpu: None,
                                 inference: Vec::new(),
+                                wasi: Vec::new(),
                                 formats: vec![1],
                                 ts: 0,
                             };

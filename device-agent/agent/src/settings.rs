@@ -321,6 +321,7 @@ impl Settings {
             data_inputs: self.data.keys().cloned().collect::<BTreeSet<_>>(),
             max_module_bytes: self.max_module_bytes,
             inference: Vec::new(),
+            wasi: fleet_executor::WASI_VERSIONS.iter().map(|v| String::from(*v)).collect(),
         }
     }
 

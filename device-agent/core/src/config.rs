@@ -50,6 +50,10 @@ pub struct Capabilities {
     /// The inference backends it offers jobs through wasi-nn (`onnx:cpu`, `onnx:cuda`);
     /// empty where it offers none. Advertised in the retained status.
     pub inference: Vec<String>,
+    /// The WASI versions it runs jobs for (`preview1`, as its executor offers them:
+    /// `fleet_executor::WASI_VERSIONS`); empty where it runs only the fleet job ABI.
+    /// Advertised in the retained status.
+    pub wasi: Vec<String>,
 }
 
 /// Limits and timers. [`Tuning::default`] suits a gateway; a microcontroller wants

@@ -60,6 +60,7 @@ pub(crate) fn document(config: &AgentConfig, presence: Presence, depths: Depths,
         outbox_depth: u32::try_from(depths.outbox).unwrap_or(u32::MAX),
         gpu: config.capabilities.gpu.clone(),
         inference: config.capabilities.inference.clone(),
+        wasi: config.capabilities.wasi.clone(),
         formats: vec![ENVELOPE_VERSION],
         ts: unix_secs.unwrap_or(0),
     };

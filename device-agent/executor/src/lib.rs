@@ -59,6 +59,10 @@ mod wasmi_backend;
 #[cfg(feature = "wasmtime")]
 mod wasmtime_backend;
 
+/// The WASI versions this build runs jobs for, as a device advertises them in its status
+/// (`DeviceStatus::wasi`): `preview1` with the `wasi` feature ([`wasi`]), none without.
+pub const WASI_VERSIONS: &[&str] = if cfg!(feature = "wasi") { &["preview1"] } else { &[] };
+
 pub use cache::CacheStats;
 pub use config::{ExecutorConfig, OutputCaps, ResolvedLimits, SetupError};
 #[cfg(feature = "std")]

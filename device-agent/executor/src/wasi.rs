@@ -558,8 +558,8 @@ impl Host {
 pub fn check_import(name: &str, func: Option<&str>, offered: bool) -> Result<(), String> {
     if !offered {
         return Err(format!(
-            "import `{MODULE}.{name}`: this device runs no WASI jobs (gateways do; a microcontroller's image has no \
-             room for WASI yet)"
+            "import `{MODULE}.{name}`: this device runs no WASI jobs (its agent was built without them; \
+             update the agent or the firmware)"
         ));
     }
     let Some(expected) = import_signature(name) else {

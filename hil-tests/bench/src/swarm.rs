@@ -178,6 +178,7 @@ impl SimDevice {
                 data_inputs: Default::default(),
                 max_module_bytes: 64 * 1024,
                 inference: Vec::new(),
+                wasi: Vec::new(),
             },
             agent_version: concat!("bench-", env!("CARGO_PKG_VERSION")).to_string(),
             // A benchmark fleet is quiet otherwise: no periodic status refresh inside a run.

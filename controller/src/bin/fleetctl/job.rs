@@ -53,8 +53,8 @@ pub enum JobCommand {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("targets").required(true).args(["target", "selector", "all"])))]
 pub struct PushArgs {
-    /// The WebAssembly module (.wasm). One that imports wasi-nn (inference) is sent
-    /// only to devices whose status says they offer it.
+    /// The WebAssembly module (.wasm). One that imports wasi-nn (inference) or WASI
+    /// preview 1 is sent only to devices whose status says they offer it.
     module: PathBuf,
     /// A device to run it on (repeat for more).
     #[arg(long, value_name = "ID")]

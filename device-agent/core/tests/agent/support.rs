@@ -59,6 +59,7 @@ impl Fleet {
             data_inputs: BTreeSet::from(["temperature".into()]),
             max_module_bytes: 1024 * 1024,
             inference: Vec::new(),
+            wasi: Vec::new(),
         }
     }
 

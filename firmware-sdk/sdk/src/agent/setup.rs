@@ -111,6 +111,7 @@ pub fn agent_config(
             data_inputs: inputs,
             max_module_bytes: settings.max_module_bytes,
             inference: Vec::new(),
+            wasi: fleet_executor::WASI_VERSIONS.iter().map(|v| String::from(*v)).collect(),
         },
         agent_version: settings.agent_version.clone(),
         tuning: settings.tuning,
