@@ -8,7 +8,12 @@ use std::env;
 use std::path::PathBuf;
 use std::process::{Command, exit};
 
-const JOBS: &[&str] = &["hello", "csv_summary", "probe"];
+const JOBS: &[&str] = &["hello", "csv_summary", "probe", "sleepy"];
+
+/// The C stack, in bytes. wasm-ld's default (64 KiB) makes every program at least two
+/// 64 KiB pages of memory; a microcontroller gives a job one. 8 KiB is plenty for
+/// these programs, and wasi-libc's malloc then works in the rest of the first page.
+const STACK_BYTES: u32 = 8 * 1024;
 
 fn main() {
     if let Err(message) = build() {
@@ -32,7 +37,9 @@ fn build() -> Result<(), String> {
             .arg("--target=wasm32-wasi")
             .arg("--sysroot")
             .arg(&sysroot)
-            .args(["-O2", "-Wall", "-Werror", "-Wl,--strip-all", "-o"])
+            .args(["-O2", "-Wall", "-Werror", "-Wl,--strip-all"])
+            .arg(format!("-Wl,-z,stack-size={STACK_BYTES}"))
+            .arg("-o")
             .arg(&output)
             .arg(&source)
             .output()

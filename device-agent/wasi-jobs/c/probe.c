@@ -4,15 +4,33 @@
  *   loop    spins forever
  *   bomb    allocates until malloc fails, then writes to what it got
  *   exit N  exits with code N
+ * Without printf (fputs and a small decimal writer), so that it stays under a
+ * microcontroller's 16 KiB module limit and probes the boards too.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+static void put_decimal(unsigned long long n, FILE *to) {
+    char digits[24];
+    int at = sizeof digits;
+    digits[--at] = '\0';
+    do {
+        digits[--at] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    fputs(digits + at, to);
+}
+
 static void try_open(const char *path, const char *mode) {
     FILE *f = fopen(path, mode);
-    printf("%s %s: %s\n", mode, path, f ? "OPENED" : strerror(errno));
+    fputs(mode, stdout);
+    fputc(' ', stdout);
+    fputs(path, stdout);
+    fputs(": ", stdout);
+    fputs(f ? "OPENED" : strerror(errno), stdout);
+    fputc('\n', stdout);
     if (f) fclose(f);
 }
 
@@ -45,12 +63,16 @@ int main(int argc, char **argv) {
             touched += (unsigned char)last[64 * 1024 - 1];
             total += 64 * 1024;
         }
-        fprintf(stderr, "malloc refused after %zu bytes (%lu touched)\n", total, (unsigned long)touched);
+        fputs("malloc refused after ", stderr);
+        put_decimal(total, stderr);
+        fputs(" bytes (", stderr);
+        put_decimal(touched, stderr);
+        fputs(" touched)\n", stderr);
         return 9;
     }
     if (strcmp(what, "exit") == 0 && argc > 2) {
         exit(atoi(argv[2]));
     }
-    fprintf(stderr, "usage: probe escape|loop|bomb|exit N\n");
+    fputs("usage: probe escape|loop|bomb|exit N\n", stderr);
     return 1;
 }

@@ -135,7 +135,36 @@ fn a_wasi_call_the_fleet_does_not_offer_is_refused_before_anything_runs() {
             expect_failure(backend, ex.run(backend, &Job::new(&module), NoInputs), FailReason::Unsupported);
         assert!(message.contains("wasi_snapshot_preview1.sock_accept"), "{backend:?}: {message}");
         assert_eq!(report.fuel_used, 0, "{backend:?}: something ran");
+        // The same from C: wasi-libc's sleep() is poll_oneoff.
+        let (message, report) = expect_failure(
+            backend,
+            ex.run(backend, &Job::new(fleet_wasi_jobs::SLEEPY), NoInputs),
+            FailReason::Unsupported,
+        );
+        assert!(message.contains("wasi_snapshot_preview1.poll_oneoff"), "{backend:?}: {message}");
+        assert!(report.output.is_empty() && report.fuel_used == 0, "{backend:?}: something ran");
     }
+}
+
+/// What a microcontroller gives a job: one 64 KiB page of memory. The C examples are
+/// built with an 8 KiB stack, so they run in it, malloc and stdio included.
+#[test]
+fn the_c_examples_run_in_the_one_page_of_memory_a_microcontroller_gives() {
+    let one_page = Limits { fuel: 0, memory_pages: 1, timeout_ms: 0 };
+    let inputs = strings(&["readings"]);
+    let args = strings(&["on", "a", "board"]);
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let hello = Job::new(fleet_wasi_jobs::HELLO).with_args(&args).with_limits(one_page);
+        let report = ex.run(backend, &hello, NoInputs).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), "hello from C on a board\n", "{backend:?}");
+        let csv = Job::new(fleet_wasi_jobs::CSV_SUMMARY).with_inputs(&inputs).with_limits(one_page);
+        let report = ex.run(backend, &csv, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
+    }
+    // A board takes modules up to 16 KiB (fleet-firmware-sdk's Settings::microcontroller).
+    assert!(fleet_wasi_jobs::HELLO.len() <= 16 * 1024, "hello in C is {} bytes", fleet_wasi_jobs::HELLO.len());
+    assert!(fleet_wasi_jobs::SLEEPY.len() <= 16 * 1024);
 }
 
 #[test]
