@@ -268,6 +268,86 @@ fn a_long_job_keeps_the_board_online_and_what_is_sent_meanwhile_is_acknowledged_
     );
 }
 
+/// WASI preview 1 on the board: a C program built with Debian's clang and wasi-libc
+/// (`device-agent/wasi-jobs`) runs with its arguments as argv, stdout as its output and
+/// stderr as its logs, the same as on the host's wasmi; one that calls what the fleet does
+/// not offer (`sleep`, which is `poll_oneoff`) is refused before it runs, the call named.
+#[test]
+fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_by_name() {
+    let dir = scratch_dir("agent-wasi");
+    let mut fleet = Fleet::start();
+    write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
+    let mut board = start_board(&fleet, &dir);
+    assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
+    let status = fleet.last_status().unwrap_or_else(|| panic!("no status\n{board}"));
+    assert_eq!(status.wasi, ["preview1"], "the board's status does not say it runs WASI: {status:?}");
+
+    let hello = Fleet::job(1, fleet_wasi_jobs::HELLO, &["on", "mps2-an386"], 0);
+    let hello_spec = hello.clone();
+    let envelope = fleet.envelope(hello);
+    fleet.send_job(envelope);
+    let sleepy = Fleet::job(2, fleet_wasi_jobs::SLEEPY, &[], 0);
+    let envelope = fleet.envelope(sleepy.clone());
+    fleet.send_job(envelope);
+    let (hello_id, sleepy_id) = (hello_spec.job_id, sleepy.job_id);
+    let both_ended = move |r: &[Received]| {
+        let ended =
+            |job: JobId| r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == job && terminal(e)));
+        ended(hello_id) && ended(sleepy_id)
+    };
+    let hello_ended = move |r: &[Received]| {
+        r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == hello_id && terminal(e)))
+    };
+    assert!(fleet.wait_until(JOB, hello_ended), "hello in C did not end\n{board}");
+    // The device publishes a few events ahead of acks; take hello's three.
+    fleet.ack(3);
+    assert!(fleet.wait_until(JOB, both_ended), "the two jobs did not both end\n{board}");
+    assert!(!board.console().contains("panicked"), "{board}");
+
+    let events = fleet.events();
+    let end_of = |job: JobId| {
+        events
+            .iter()
+            .find(|e| e.key.job_id == job && terminal(e))
+            .unwrap_or_else(|| panic!("no end for {job}: {events:#?}"))
+    };
+    let EventKind::Succeeded(report) = &end_of(hello_spec.job_id).kind else {
+        panic!("hello in C failed on the board: {events:#?}\n{board}");
+    };
+    assert_eq!(String::from_utf8_lossy(&report.output), "hello from C on mps2-an386\n");
+    assert_eq!(report.logs, ["hello job in C running with 2 argument(s)"]);
+    // The same output and fuel as the host's wasmi with the board's settings.
+    let device = DeviceId::new("gw-001").unwrap_or_else(|e| panic!("{e}"));
+    let mut config = ExecutorConfig::microcontroller(device);
+    config.default_limits.memory_pages = 1;
+    config.max_limits.memory_pages = 1;
+    let mut host = WasmiExecutor::new(config).unwrap_or_else(|e| panic!("{e}")).without_clock();
+    let fleet_schemas::ModuleSource::Inline(module) = &hello_spec.module else { unreachable!() };
+    let on_host = host.run(&Job::from_spec(&hello_spec, module), NoInputs).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(report.output, on_host.output);
+    assert_eq!(report.fuel_used, on_host.fuel_used);
+
+    let sleepy = events.iter().find(|e| e.key.job_id == sleepy_id && terminal(e));
+    let Some(ExecutionEvent { kind: EventKind::Failed { reason, message, report }, .. }) = sleepy else {
+        panic!("sleepy was not refused: {events:#?}\n{board}");
+    };
+    assert_eq!(*reason, fleet_schemas::FailReason::Unsupported, "{message}");
+    assert!(message.contains("wasi_snapshot_preview1.poll_oneoff"), "{message}");
+    assert_eq!(report.fuel_used, 0, "something of it ran: {report:?}");
+    eprintln!(
+        "hello in C ({} B module): {} fuel on the board; sleepy refused: {message}\n{board}",
+        fleet_wasi_jobs::HELLO.len(),
+        report_fuel(&end_of(hello_spec.job_id).kind)
+    );
+}
+
+fn report_fuel(kind: &EventKind) -> u64 {
+    match kind {
+        EventKind::Succeeded(report) | EventKind::Failed { report, .. } => report.fuel_used,
+        _ => 0,
+    }
+}
+
 #[test]
 fn after_the_link_drops_the_device_logs_in_again_and_runs_what_was_queued_meanwhile() {
     let dir = scratch_dir("agent-link-loss");
