@@ -8,7 +8,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::{Command, exit};
 
-const JOBS: &[&str] = &["hello", "csv_summary", "probe", "sleepy"];
+const JOBS: &[&str] = &["hello", "csv_summary", "probe", "sleepy", "clocks"];
 
 /// The C stack, in bytes. wasm-ld's default (64 KiB) makes every program at least two
 /// 64 KiB pages of memory; a microcontroller gives a job one. 8 KiB is plenty for

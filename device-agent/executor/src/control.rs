@@ -9,8 +9,9 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A monotonic millisecond clock. `Send`, so an executor that holds one can move to
-/// another thread (an async task that runs jobs, a worker pool).
-pub trait Clock: Send {
+/// another thread (an async task that runs jobs, a worker pool), and `Sync`, so the
+/// executor can share it with a running WASI job's clocks.
+pub trait Clock: Send + Sync {
     /// Milliseconds since an arbitrary start; never goes backwards.
     fn now_ms(&self) -> u64;
 }

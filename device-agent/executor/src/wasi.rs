@@ -21,7 +21,9 @@
 //! * **exit**: `proc_exit(code)` ends the job; 0 succeeded, anything else failed with
 //!   the code in the message; returning from `_start` is exit 0;
 //! * **clocks and random**: as the device has them ([`WasiClock`]): wall and monotonic
-//!   time and the OS's random bytes on a gateway; `ENOTSUP` where the device has none.
+//!   time and the OS's random bytes on a gateway; on a microcontroller the time since
+//!   the run began on its timer ([`RunClock`]) and `ENOTSUP` for the wall clock and
+//!   randomness.
 //!   A job that reads them is not deterministic (see `docs/job-abi.md`).
 //!
 //! Any other WASI function is refused when the module is checked, before anything runs,
@@ -119,6 +121,10 @@ pub trait WasiClock: Send {
     /// Clock `id` (0 realtime, 1 monotonic, 2 and 3 CPU time) in nanoseconds, if the
     /// device has it.
     fn time_ns(&self, id: u32) -> Option<u64>;
+    /// The resolution of the clocks, in nanoseconds (`clock_res_get`).
+    fn resolution_ns(&self) -> u64 {
+        1_000
+    }
     /// Fills `buf` with random bytes; `false` if the device has no source.
     fn random(&self, buf: &mut [u8]) -> bool;
 }
@@ -130,6 +136,45 @@ pub struct NoWasiClock;
 impl WasiClock for NoWasiClock {
     fn time_ns(&self, _id: u32) -> Option<u64> {
         None
+    }
+
+    fn random(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
+}
+
+/// The time since the run began on the executor's millisecond clock (a board's timer),
+/// as the monotonic and the CPU-time clocks; no wall clock (a microcontroller has none it
+/// can trust) and no randomness (`ENOTSUP`). What a WASI job gets on a microcontroller.
+#[derive(Clone)]
+pub struct RunClock {
+    clock: alloc::sync::Arc<dyn crate::control::Clock>,
+    start_ms: u64,
+}
+
+impl RunClock {
+    /// Counts from `start_ms` on `clock`.
+    pub fn new(clock: alloc::sync::Arc<dyn crate::control::Clock>, start_ms: u64) -> Self {
+        Self { clock, start_ms }
+    }
+}
+
+impl core::fmt::Debug for RunClock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RunClock").field("start_ms", &self.start_ms).finish_non_exhaustive()
+    }
+}
+
+impl WasiClock for RunClock {
+    fn time_ns(&self, id: u32) -> Option<u64> {
+        match id {
+            1..=3 => Some(self.clock.now_ms().saturating_sub(self.start_ms).saturating_mul(1_000_000)),
+            _ => None,
+        }
+    }
+
+    fn resolution_ns(&self) -> u64 {
+        1_000_000
     }
 
     fn random(&self, _buf: &mut [u8]) -> bool {
@@ -283,7 +328,7 @@ impl Host {
         if self.wasi().clock.time_ns(id as u32).is_none() {
             return Ok(errno::NOTSUP);
         }
-        put_u64("clock_res_get", memory, res, 1_000)?;
+        put_u64("clock_res_get", memory, res, self.wasi().clock.resolution_ns())?;
         Ok(errno::SUCCESS)
     }
 

@@ -28,6 +28,7 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 
 use ::wasmi::{
     Caller, CompilationMode, Config, CustomFuelCosts, Engine, Error, Extern, ExternType, FuncType, Linker, Memory,
@@ -55,7 +56,7 @@ pub struct WasmiExecutor {
     linker: Linker<Data>,
     config: ExecutorConfig,
     cache: ModuleCache<Module>,
-    clock: Option<Box<dyn Clock>>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// A store's data: the ABI host state plus what the runtime glue needs.
@@ -101,15 +102,16 @@ impl WasmiExecutor {
         let linker = abi_linker(&engine).map_err(|e| SetupError { runtime: "wasmi", message: e.to_string() })?;
         let cache = ModuleCache::new(config.module_cache_entries);
         #[cfg(feature = "std")]
-        let clock: Option<Box<dyn Clock>> = Some(Box::new(crate::control::StdClock::new()));
+        let clock: Option<Arc<dyn Clock>> = Some(Arc::new(crate::control::StdClock::new()));
         #[cfg(not(feature = "std"))]
-        let clock: Option<Box<dyn Clock>> = None;
+        let clock: Option<Arc<dyn Clock>> = None;
         Ok(Self { wasm, engine, linker, config, cache, clock })
     }
 
-    /// Uses `clock` for timeouts and `duration_ms` (the firmware's timer).
+    /// Uses `clock` for timeouts and `duration_ms` (the firmware's timer); without `std`,
+    /// also for a WASI job's monotonic clock ([`RunClock`](crate::wasi::RunClock)).
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.clock = Some(Box::new(clock));
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -169,6 +171,15 @@ impl WasmiExecutor {
         );
         #[cfg(all(feature = "wasi", feature = "std"))]
         let host = host.with_wasi_clock(Box::new(crate::wasi::StdWasiClock::new()));
+        // A device without std (a microcontroller) has no wall clock or randomness to
+        // offer, but its timer is a monotonic clock.
+        #[cfg(all(feature = "wasi", not(feature = "std")))]
+        let host = match (&self.clock, started) {
+            (Some(clock), Some(start_ms)) => {
+                host.with_wasi_clock(Box::new(crate::wasi::RunClock::new(clock.clone(), start_ms)))
+            }
+            _ => host,
+        };
         // Prepare first: it may start a fresh engine, and the store must live in the
         // engine the module was compiled in.
         let prepared = self.prepare(job.module);

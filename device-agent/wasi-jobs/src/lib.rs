@@ -17,6 +17,7 @@
 //! | [`HELLO`] | prints `hello from C` and its arguments, logs a line; 14 KB (`fputs`, not `printf`), so it runs on boards too | success |
 //! | [`CSV_SUMMARY`] | the Rust `csv-summary` example in C: reads `/inputs/readings`, prints the same `count=.. min=.. max=.. mean=.. skipped=..` | success |
 //! | [`CSV_SUMMARY_RUST`] | the same csv-summary as a std Rust program (`rust/`, `cargo build --release --target wasm32-wasip1`) | success, the same output |
+//! | [`CLOCKS`] | prints which of the monotonic clock, the wall clock and `getentropy` the device gives it (`ok` or `unsupported` each) | success |
 //! | [`SLEEPY`] | `sleep(1)`, which wasi-libc does with `poll_oneoff` | refused before it runs, the call named |
 //! | [`PROBE`] | by argument: `escape` tries files outside its inputs, `loop` spins, `bomb` allocates until refused, `exit N` exits with N | as the bounds and the sandbox decide |
 #![no_std]
@@ -35,5 +36,7 @@ pub const CSV_SUMMARY: &[u8] = job!("csv_summary.wasm");
 pub const CSV_SUMMARY_RUST: &[u8] = job!("csv_summary_rust.wasm");
 /// `probe` in C (hostile and curious behaviours, by argument).
 pub const PROBE: &[u8] = job!("probe.wasm");
+/// `clocks` in C (which clocks and randomness the device offers).
+pub const CLOCKS: &[u8] = job!("clocks.wasm");
 /// `sleepy` in C (calls `sleep`, a WASI function the fleet does not offer).
 pub const SLEEPY: &[u8] = job!("sleepy.wasm");

@@ -271,7 +271,9 @@ fn a_long_job_keeps_the_board_online_and_what_is_sent_meanwhile_is_acknowledged_
 /// WASI preview 1 on the board: a C program built with Debian's clang and wasi-libc
 /// (`device-agent/wasi-jobs`) runs with its arguments as argv, stdout as its output and
 /// stderr as its logs, the same as on the host's wasmi; one that calls what the fleet does
-/// not offer (`sleep`, which is `poll_oneoff`) is refused before it runs, the call named.
+/// not offer (`sleep`, which is `poll_oneoff`) is refused before it runs, the call named;
+/// `clocks` finds the board's timer as its monotonic clock, and no wall clock or
+/// randomness.
 #[test]
 fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_by_name() {
     let dir = scratch_dir("agent-wasi");
@@ -334,10 +336,32 @@ fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_
     assert_eq!(*reason, fleet_schemas::FailReason::Unsupported, "{message}");
     assert!(message.contains("wasi_snapshot_preview1.poll_oneoff"), "{message}");
     assert_eq!(report.fuel_used, 0, "something of it ran: {report:?}");
+    let hello_fuel = report_fuel(&end_of(hello_spec.job_id).kind);
+
+    // The clocks a job sees on a board.
+    let through = events.iter().map(|e| e.event_seq).max().unwrap_or(0);
+    fleet.ack(through);
+    let clocks = Fleet::job(3, fleet_wasi_jobs::CLOCKS, &[], 0);
+    let clocks_id = clocks.job_id;
+    let envelope = fleet.envelope(clocks);
+    fleet.send_job(envelope);
+    let clocks_ended = move |r: &[Received]| {
+        r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == clocks_id && terminal(e)))
+    };
+    assert!(fleet.wait_until(JOB, clocks_ended), "clocks did not end\n{board}");
+    let events = fleet.events();
+    let clocks = events.iter().find(|e| e.key.job_id == clocks_id && terminal(e));
+    let Some(ExecutionEvent { kind: EventKind::Succeeded(report), .. }) = clocks else {
+        panic!("clocks failed on the board: {events:#?}\n{board}");
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&report.output),
+        "monotonic: ok\nrealtime: unsupported\nrandom: unsupported\n",
+        "{board}"
+    );
     eprintln!(
-        "hello in C ({} B module): {} fuel on the board; sleepy refused: {message}\n{board}",
+        "hello in C ({} B module): {hello_fuel} fuel on the board; sleepy refused: {message}\n{board}",
         fleet_wasi_jobs::HELLO.len(),
-        report_fuel(&end_of(hello_spec.job_id).kind)
     );
 }
 

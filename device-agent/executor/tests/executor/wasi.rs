@@ -165,6 +165,48 @@ fn the_c_examples_run_in_the_one_page_of_memory_a_microcontroller_gives() {
     // A board takes modules up to 16 KiB (fleet-firmware-sdk's Settings::microcontroller).
     assert!(fleet_wasi_jobs::HELLO.len() <= 16 * 1024, "hello in C is {} bytes", fleet_wasi_jobs::HELLO.len());
     assert!(fleet_wasi_jobs::SLEEPY.len() <= 16 * 1024);
+    assert!(fleet_wasi_jobs::CLOCKS.len() <= 16 * 1024);
+}
+
+#[test]
+fn a_gateway_gives_a_wasi_job_a_monotonic_clock_a_wall_clock_and_random_bytes() {
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let job = Job::new(fleet_wasi_jobs::CLOCKS);
+        let report = ex.run(backend, &job, NoInputs).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), "monotonic: ok\nrealtime: ok\nrandom: ok\n", "{backend:?}");
+    }
+}
+
+/// What the wasmi executor gives a WASI job where it has no std (the firmware): its
+/// timer as the monotonic and CPU clocks, counted from the run's start, at millisecond
+/// resolution; no wall clock and no randomness. The board itself runs `clocks` in
+/// firmware-sdk's QEMU test.
+#[test]
+fn a_microcontroller_gives_a_wasi_job_its_timer_since_the_run_began_and_nothing_else() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use fleet_executor::Clock;
+    use fleet_executor::wasi::{RunClock, WasiClock};
+
+    struct Timer(AtomicU64);
+    impl Clock for Timer {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+    let timer = Arc::new(Timer(AtomicU64::new(5_000)));
+    let clock = RunClock::new(timer.clone(), 5_000);
+    assert_eq!(clock.time_ns(1), Some(0));
+    timer.0.store(5_042, Ordering::Relaxed);
+    for id in 1..=3 {
+        assert_eq!(clock.time_ns(id), Some(42_000_000), "clock {id}");
+    }
+    assert_eq!(clock.time_ns(0), None, "no wall clock");
+    assert_eq!(clock.time_ns(4), None, "no such clock");
+    assert_eq!(clock.resolution_ns(), 1_000_000);
+    assert!(!clock.random(&mut [0; 8]));
 }
 
 #[test]
