@@ -60,7 +60,51 @@ fn build() -> Result<(), String> {
             ));
         }
     }
-    rust(&manifest_dir, &out_dir)
+    rust(&manifest_dir, &out_dir)?;
+    assemblyscript(&manifest_dir, &out_dir)
+}
+
+/// Builds `assemblyscript/` (csv-summary in AssemblyScript) with the compiler and WASI
+/// shim its package-lock.json pins, installed by `npm ci` there (`.ci/run` does it). The
+/// stub runtime (a bump allocator the program resets after each line) keeps the module
+/// under a board's 16 KiB.
+fn assemblyscript(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(), String> {
+    let project = manifest_dir.join("assemblyscript");
+    let source = project.join("assembly").join("csv_summary.ts");
+    for watched in [&source, &project.join("package-lock.json")] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+    let asc = project.join("node_modules").join("assemblyscript").join("bin").join("asc.js");
+    let shim = project.join("node_modules").join("@assemblyscript").join("wasi-shim").join("asconfig.json");
+    println!("cargo:rerun-if-changed={}", asc.display());
+    if !asc.exists() || !shim.exists() {
+        return Err(format!(
+            "the AssemblyScript example needs its compiler: run `npm ci --prefix {}` (Node.js 18 or later and npm: \
+             apt-get install nodejs npm)",
+            project.display()
+        ));
+    }
+    let node = env::var_os("FLEET_NODE").unwrap_or_else(|| "node".into());
+    println!("cargo:rerun-if-env-changed=FLEET_NODE");
+    // Paths relative to the project: asc resolves the shim's `lib` folder that way.
+    let result = Command::new(&node)
+        .current_dir(&project)
+        .arg(&asc)
+        .args(["assembly/csv_summary.ts", "--config", "node_modules/@assemblyscript/wasi-shim/asconfig.json"])
+        .args(["-Oz", "--runtime", "stub", "--noAssert", "-o"])
+        .arg(out_dir.join("csv_summary_as.wasm"))
+        .output()
+        .map_err(|e| format!("cannot run {} for the AssemblyScript example: {e}", node.to_string_lossy()))?;
+    if !result.status.success() {
+        return Err(format!(
+            "building {} failed ({}):\n{}{}",
+            source.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// Variables that must not reach the nested cargo (flags meant for the host crates).

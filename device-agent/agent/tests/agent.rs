@@ -292,7 +292,12 @@ fn a_c_program_runs_as_a_wasi_job_with_its_data_input_as_a_file() {
     summary.inputs = vec!["readings".into()];
     let key = world.push(&summary);
     let without_input = world.push(&job(fleet_wasi_jobs::CSV_SUMMARY, &[]));
-    world.wait_for("the C jobs' terminal events", |s| s.finished(key.job_id) && s.finished(without_input.job_id));
+    let mut in_assemblyscript = job(fleet_wasi_jobs::CSV_SUMMARY_AS, &[]);
+    in_assemblyscript.inputs = vec!["readings".into()];
+    let as_key = world.push(&in_assemblyscript);
+    world.wait_for("the WASI jobs' terminal events", |s| {
+        s.finished(key.job_id) && s.finished(without_input.job_id) && s.finished(as_key.job_id)
+    });
     world.seen(|s| {
         assert!(s.violations.is_empty(), "{:?}", s.violations);
         let terminal = s.terminal(&key);
@@ -304,6 +309,15 @@ fn a_c_program_runs_as_a_wasi_job_with_its_data_input_as_a_file() {
         let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
         let EventKind::Failed { reason, message, .. } = &event.kind else { panic!("{event:?}") };
         assert_eq!((*reason, message.as_str()), (FailReason::Trap, "exited with code 2"));
+        let terminal = s.terminal(&as_key);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Succeeded(report) = &event.kind else { panic!("{event:?}") };
+        assert_eq!(
+            String::from_utf8_lossy(&report.output),
+            "count=3 min=10 max=30 mean=20.000 skipped=0",
+            "AssemblyScript"
+        );
+        assert_eq!(report.logs, ["read 3 readings, skipped 0 lines"], "AssemblyScript");
     });
 }
 

@@ -1,5 +1,5 @@
-//! Example fleet jobs as plain programs, compiled to WASI preview 1: in C, and one in
-//! Rust with its standard library.
+//! Example fleet jobs as plain programs, compiled to WASI preview 1: in C, and
+//! csv-summary also in Rust with its standard library and in AssemblyScript.
 //!
 //! Each is built from `c/` by this crate's build script with clang
 //! (`--target=wasm32-wasi`) against wasi-libc, exactly as a user builds one:
@@ -8,7 +8,16 @@
 //! clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -Wl,-z,stack-size=8192 -o csv_summary.wasm c/csv_summary.c
 //! ```
 //!
-//! (Debian: `apt-get install clang lld wasi-libc libclang-rt-dev-wasm32`.) Nothing here
+//! The AssemblyScript one with the compiler and its WASI shim from npm (versions pinned
+//! by `assemblyscript/package-lock.json`):
+//!
+//! ```sh
+//! cd assemblyscript && npm ci
+//! npx asc assembly/csv_summary.ts --config node_modules/@assemblyscript/wasi-shim/asconfig.json -Oz --runtime stub -o csv_summary.wasm
+//! ```
+//!
+//! (Debian: `apt-get install clang lld wasi-libc libclang-rt-dev-wasm32`, and `nodejs npm`
+//! for AssemblyScript.) Nothing here
 //! is a committed binary. The small stack (8 KiB, not wasm-ld's 64 KiB) lets a program fit
 //! the one 64 KiB page of memory a microcontroller gives a job.
 //!
@@ -17,6 +26,7 @@
 //! | [`HELLO`] | prints `hello from C` and its arguments, logs a line; 14 KB (`fputs`, not `printf`), so it runs on boards too | success |
 //! | [`CSV_SUMMARY`] | the Rust `csv-summary` example in C: reads `/inputs/readings`, prints the same `count=.. min=.. max=.. mean=.. skipped=..` | success |
 //! | [`CSV_SUMMARY_RUST`] | the same csv-summary as a std Rust program (`rust/`, `cargo build --release --target wasm32-wasip1`) | success, the same output |
+//! | [`CSV_SUMMARY_AS`] | the same csv-summary in AssemblyScript (`assemblyscript/`, the compiler and its WASI shim from npm); 14 KB, so it runs on boards too | success, the same output |
 //! | [`CLOCKS`] | prints which of the monotonic clock, the wall clock and `getentropy` the device gives it (`ok` or `unsupported` each) | success |
 //! | [`SLEEPY`] | `sleep(1)`, which wasi-libc does with `poll_oneoff` | refused before it runs, the call named |
 //! | [`PROBE`] | by argument: `escape` tries files outside its inputs, `loop` spins, `bomb` allocates until refused, `exit N` exits with N | as the bounds and the sandbox decide |
@@ -34,6 +44,8 @@ pub const HELLO: &[u8] = job!("hello.wasm");
 pub const CSV_SUMMARY: &[u8] = job!("csv_summary.wasm");
 /// `csv-summary` as a plain Rust program (std, `wasm32-wasip1`), from `rust/`.
 pub const CSV_SUMMARY_RUST: &[u8] = job!("csv_summary_rust.wasm");
+/// `csv-summary` in AssemblyScript, from `assemblyscript/`.
+pub const CSV_SUMMARY_AS: &[u8] = job!("csv_summary_as.wasm");
 /// `probe` in C (hostile and curious behaviours, by argument).
 pub const PROBE: &[u8] = job!("probe.wasm");
 /// `clocks` in C (which clocks and randomness the device offers).

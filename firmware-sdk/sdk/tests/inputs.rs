@@ -87,6 +87,31 @@ fn a_job_reads_a_sensor_on_the_i2c_bus() {
     assert!(output.starts_with("count=1 min=-4.25 max=-4.25"), "{output}");
 }
 
+/// The same sensor read by plain programs through WASI preview 1 (`/inputs/readings`) in
+/// one page of memory, as a board gives a job: csv-summary in C (wasi-libc's `fopen` and
+/// `fgets`) and in AssemblyScript print the fleet-ABI job's output, byte for byte. (The
+/// AssemblyScript one is 14 KB and fits `Settings::microcontroller`'s 16 KiB module
+/// limit; the C one, 41 KB with `printf` and `strtod`, needs a board with a larger one.)
+#[test]
+fn programs_in_c_and_assemblyscript_read_the_sensor_as_a_file_and_print_what_the_fleet_abi_job_prints() {
+    let bus = Rc::new(RefCell::new(tmp102(23.5)));
+    let inputs = BoardInputs::none().add("readings", I2cRegisters::new(bus, 0x48, 0x00, 2, celsius_csv));
+    let listed = ["readings".to_string()];
+    let one_page = fleet_schemas::Limits { fuel: 0, memory_pages: 1, timeout_ms: 0 };
+    let c = Job::new(fleet_wasi_jobs::CSV_SUMMARY).with_inputs(&listed).with_limits(one_page);
+    let from_c = executor().run(&c, inputs.clone()).unwrap_or_else(|f| panic!("{f}"));
+    let abi = Job::new(fleet_example_jobs::CSV_SUMMARY).with_inputs(&listed);
+    let from_abi = executor().run(&abi, inputs.clone()).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(String::from_utf8_lossy(&from_c.output), "count=1 min=23.5 max=23.5 mean=23.500 skipped=0");
+    assert_eq!(from_c.output, from_abi.output);
+    assert_eq!(from_c.logs, from_abi.logs);
+    let assemblyscript = Job::new(fleet_wasi_jobs::CSV_SUMMARY_AS).with_inputs(&listed).with_limits(one_page);
+    let from_as = executor().run(&assemblyscript, inputs).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(from_as.output, from_abi.output);
+    assert_eq!(from_as.logs, from_abi.logs);
+    assert!(fleet_wasi_jobs::CSV_SUMMARY_AS.len() <= 16 * 1024);
+}
+
 #[test]
 fn a_sensor_that_does_not_answer_fails_the_job_with_the_reason_in_its_logs() {
     let bus = Rc::new(RefCell::new(tmp102(20.0)));

@@ -243,7 +243,7 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
         ours: table::size(fleet_wasi_jobs::HELLO.len() as u64),
         peer: format!("{} (Rust)", table::size(fleet_example_jobs::HELLO.len() as u64)),
         ratio: table::size_ratio(fleet_wasi_jobs::HELLO.len() as f64, fleet_example_jobs::HELLO.len() as f64),
-        conditions: "clang 14 -O2 + wasi-libc (printf), stripped; Rust release for wasm32-unknown-unknown".into(),
+        conditions: "clang 14 -O2 + wasi-libc (fputs), stripped; Rust release for wasm32-unknown-unknown".into(),
     });
     table.add(Row {
         figure: "csv-summary: module size, C (WASI) vs Rust (fleet ABI)".into(),
@@ -254,6 +254,26 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
             fleet_example_jobs::CSV_SUMMARY.len() as f64,
         ),
         conditions: "the same job: C with stdio and strtod, Rust no_std with core's float parsing".into(),
+    });
+    table.add(Row {
+        figure: "csv-summary: module size, AssemblyScript (WASI) vs Rust (fleet ABI)".into(),
+        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_AS.len() as u64),
+        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
+        ratio: table::size_ratio(
+            fleet_wasi_jobs::CSV_SUMMARY_AS.len() as f64,
+            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+        ),
+        conditions: "the same job: AssemblyScript 0.28 -Oz, stub runtime, WASI shim".into(),
+    });
+    table.add(Row {
+        figure: "csv-summary: module size, std Rust (WASI) vs Rust (fleet ABI)".into(),
+        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as u64),
+        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
+        ratio: table::size_ratio(
+            fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as f64,
+            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+        ),
+        conditions: "the same job: std Rust for wasm32-wasip1, release".into(),
     });
     Ok(())
 }

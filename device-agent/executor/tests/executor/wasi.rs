@@ -41,6 +41,10 @@ fn csv_summary_in_c_and_in_std_rust_gives_the_fleet_abi_jobs_output_on_both_runt
         assert_eq!(from_c.logs, from_rust.logs, "{backend:?}");
         assert_eq!(from_rust_wasi.output, from_rust.output, "{backend:?}: std Rust on WASI");
         assert_eq!(from_rust_wasi.logs, from_rust.logs, "{backend:?}: std Rust on WASI");
+        let assemblyscript = Job::new(fleet_wasi_jobs::CSV_SUMMARY_AS).with_inputs(&inputs);
+        let from_as = ex.run(backend, &assemblyscript, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(from_as.output, from_rust.output, "{backend:?}: AssemblyScript");
+        assert_eq!(from_as.logs, from_rust.logs, "{backend:?}: AssemblyScript");
     }
 }
 
@@ -161,11 +165,46 @@ fn the_c_examples_run_in_the_one_page_of_memory_a_microcontroller_gives() {
         let csv = Job::new(fleet_wasi_jobs::CSV_SUMMARY).with_inputs(&inputs).with_limits(one_page);
         let report = ex.run(backend, &csv, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
         assert_eq!(String::from_utf8_lossy(&report.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
+        let csv = Job::new(fleet_wasi_jobs::CSV_SUMMARY_AS).with_inputs(&inputs).with_limits(one_page);
+        let report = ex.run(backend, &csv, readings()).unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
     }
     // A board takes modules up to 16 KiB (fleet-firmware-sdk's Settings::microcontroller).
     assert!(fleet_wasi_jobs::HELLO.len() <= 16 * 1024, "hello in C is {} bytes", fleet_wasi_jobs::HELLO.len());
     assert!(fleet_wasi_jobs::SLEEPY.len() <= 16 * 1024);
     assert!(fleet_wasi_jobs::CLOCKS.len() <= 16 * 1024);
+    let assemblyscript = fleet_wasi_jobs::CSV_SUMMARY_AS.len();
+    assert!(assemblyscript <= 16 * 1024, "csv-summary in AssemblyScript is {assemblyscript} bytes");
+}
+
+/// The AssemblyScript csv-summary frees each line's strings after the line (its runtime
+/// is a bump allocator it resets), so a long input runs in the same one page.
+#[test]
+fn the_assemblyscript_job_reads_a_long_input_in_one_page_of_memory() {
+    let mut long = b"timestamp,value\n".to_vec();
+    for i in 0..20_000 {
+        long.extend_from_slice(
+            format!("{i},{}\n", if i % 4 == 3 { "x".to_string() } else { (i % 7).to_string() }).as_bytes(),
+        );
+    }
+    long.extend_from_slice(format!("0,{}\n", "1".repeat(200)).as_bytes());
+    let inputs = strings(&["readings"]);
+    let one_page = Limits { fuel: 1_000_000_000, memory_pages: 1, timeout_ms: 0 };
+    let mut ex = Executors::new();
+    for backend in BACKENDS {
+        let c = Job::new(fleet_wasi_jobs::CSV_SUMMARY)
+            .with_inputs(&inputs)
+            .with_limits(Limits { memory_pages: 0, ..one_page });
+        let from_c = ex
+            .run(backend, &c, MemoryInputs::new().with("readings", long.as_slice()))
+            .unwrap_or_else(|f| panic!("{f}"));
+        let job = Job::new(fleet_wasi_jobs::CSV_SUMMARY_AS).with_inputs(&inputs).with_limits(one_page);
+        let report = ex
+            .run(backend, &job, MemoryInputs::new().with("readings", long.as_slice()))
+            .unwrap_or_else(|f| panic!("{backend:?}: {f}"));
+        assert_eq!(String::from_utf8_lossy(&report.output), String::from_utf8_lossy(&from_c.output), "{backend:?}");
+        assert!(String::from_utf8_lossy(&report.output).contains("skipped=5002"), "{backend:?}");
+    }
 }
 
 #[test]
