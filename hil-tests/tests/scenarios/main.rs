@@ -183,8 +183,10 @@ pub fn retained_devices_online(fleet: &mut Fleet) -> Result<BTreeMap<String, Dev
 /// Iterations of sum-compute for a few seconds of work: on wasmtime (Linux agents) and
 /// on wasmi in QEMU (boards), which is about 300 times slower.
 pub const LINUX_ITERATIONS: &str = "1000000000";
-/// See [`LINUX_ITERATIONS`].
-pub const BOARD_ITERATIONS: &str = "3000000";
+/// See [`LINUX_ITERATIONS`]. Long enough that a harness polling through a loaded CI
+/// machine still sees a board's job running before it ends (the fault scenarios cut it
+/// then).
+pub const BOARD_ITERATIONS: &str = "6000000";
 
 /// Pushes sum-compute to every device: one job for the Linux agents (`kind=gw`), one
 /// for the boards (`kind=mcu`) if there are any, each sized for a few seconds. Returns

@@ -53,9 +53,12 @@ pub fn run(bench: &Bench) -> Result<Row> {
         assert!(online[id].inference.is_empty(), "{id}: a board offers no inference");
     }
 
+    // The wall-clock bound counts compiling the module: six gateways compiling it at once
+    // with the debug build's Cranelift on CI's two cores take most of the default 10 s.
     let request = JobRequest::new("window-classify", fleet_example_jobs::WINDOW_CLASSIFY)
         .flag("--input", "readings")
-        .flag("--gpu", "preferred");
+        .flag("--gpu", "preferred")
+        .flag("--timeout", "60s");
     let job = fleet.push(&request)?;
     let record = fleet.wait_job(&job)?;
     assert_eq!(record.job.state, "completed", "{}", record.outcome_line());
