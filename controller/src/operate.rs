@@ -308,7 +308,15 @@ pub fn push(store: &mut Store, request: &PushRequest, module: &[u8], actor: &str
         }
         targets = advertising(store, targets, target, Needs::Inference, &mut skipped)?;
     }
-    if imports_wasi(module) {
+    if is_component(module) {
+        if request.continuous {
+            return Err(OpError::invalid(
+                "a WASI 0.2 component cannot be --continuous yet",
+                "devices provisioned later have not reported whether they run components; push again once they are online",
+            ));
+        }
+        targets = advertising(store, targets, target, Needs::Component, &mut skipped)?;
+    } else if imports_wasi(module) {
         if request.continuous {
             return Err(OpError::invalid(
                 "a module that imports WASI cannot be --continuous yet",
@@ -361,6 +369,7 @@ enum Needs {
     Gpu,
     Inference,
     Wasi,
+    Component,
 }
 
 impl Needs {
@@ -369,6 +378,7 @@ impl Needs {
             Needs::Gpu => status.gpu.is_some(),
             Needs::Inference => !status.inference.is_empty(),
             Needs::Wasi => status.wasi.iter().any(|v| v == WASI_VERSION),
+            Needs::Component => status.wasi.iter().any(|v| v == COMPONENT_VERSION),
         }
     }
 
@@ -377,6 +387,7 @@ impl Needs {
             Needs::Gpu => "no GPU advertised by",
             Needs::Inference => "no inference (wasi-nn) advertised by",
             Needs::Wasi => "no WASI preview 1 (the module imports wasi_snapshot_preview1) advertised by",
+            Needs::Component => "no WASI 0.2 components (the module is a component) advertised by",
         }
     }
 
@@ -389,6 +400,9 @@ impl Needs {
             Needs::Wasi => {
                 "update the device's fleet-agent or firmware to one that runs WASI, or build the job against the fleet job ABI (docs/job-abi.md)"
             }
+            Needs::Component => {
+                "components run on gateways whose fleet-agent runs WASI 0.2; for microcontrollers build the job as a WASI preview 1 module (e.g. wasm32-wasip1; docs/job-abi.md, section 7)"
+            }
         }
     }
 
@@ -397,6 +411,7 @@ impl Needs {
             Needs::Gpu => "that advertise no GPU",
             Needs::Inference => "that offer no inference (wasi-nn)",
             Needs::Wasi => "that run no WASI (the module imports wasi_snapshot_preview1)",
+            Needs::Component => "that run no WASI 0.2 components (microcontrollers, older agents)",
         }
     }
 }
@@ -450,6 +465,14 @@ pub fn imports_wasi(module: &[u8]) -> bool {
         }
         _ => false,
     })
+}
+
+/// How a device lists WASI 0.2 components in its status (`DeviceStatus::wasi`).
+const COMPONENT_VERSION: &str = "0.2";
+
+/// Whether the module is a WebAssembly component (WASI 0.2) rather than a core module.
+pub fn is_component(module: &[u8]) -> bool {
+    wasmparser::Parser::is_component(module)
 }
 
 /// The job `text` names (a unique prefix of its id will do), or the newest job.

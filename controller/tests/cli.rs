@@ -393,6 +393,10 @@ fn a_wasi_module_goes_only_to_devices_that_advertise_wasi_and_the_operator_is_to
         if wasi {
             status.wasi = vec!["preview1".into()];
         }
+        // Today's gateway agent also runs components.
+        if id == "gw-a" {
+            status.wasi.push("0.2".into());
+        }
         record_status(&data, &status);
     }
     let c_job = dir.path().join("hello.wasm");
@@ -421,6 +425,19 @@ fn a_wasi_module_goes_only_to_devices_that_advertise_wasi_and_the_operator_is_to
 
     let continuous = fleetctl(&data, &["job", "push", c_job, "--all", "--continuous"]);
     assert_eq!(code(&continuous), 2, "{}", stderr(&continuous));
+
+    // A WASI 0.2 component goes only where `0.2` is listed, and not to a named board.
+    let component = dir.path().join("csv-summary.component.wasm");
+    std::fs::write(&component, fleet_wasi_jobs::CSV_SUMMARY_COMPONENT).unwrap();
+    let component = component.to_str().unwrap();
+    let all = fleetctl(&data, &["job", "push", component, "--all"]);
+    assert_eq!(code(&all), 0, "{}", stderr(&all));
+    assert!(stderr(&all).contains("skipping 4 device(s) that run no WASI 0.2 components"), "{}", stderr(&all));
+    assert_eq!(targeted(&all), ["gw-a"]);
+    let named = fleetctl(&data, &["job", "push", component, "--target", "mcu-a"]);
+    assert_eq!(code(&named), 2, "{}", stderr(&named));
+    assert!(stderr(&named).contains("no WASI 0.2 components"), "{}", stderr(&named));
+    assert!(stderr(&named).contains("wasm32-wasip1"), "{}", stderr(&named));
 
     // A fleet-ABI module still goes to every device.
     let hello = dir.path().join("hello-abi.wasm");

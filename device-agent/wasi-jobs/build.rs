@@ -119,10 +119,11 @@ const SCRUBBED_ENV: &[&str] = &[
     "CARGO_BUILD_TARGET",
 ];
 
-/// Builds `rust/` (csv-summary as a std program) for `wasm32-wasip1` with a nested cargo,
-/// in its own target directory (the outer cargo holds the lock on its own).
+/// Builds `rust/` (csv-summary and probe as std programs) twice with a nested cargo: for
+/// `wasm32-wasip1` (core modules, WASI preview 1) and for `wasm32-wasip2` (WASI 0.2
+/// components, from the same sources), in its own target directory (the outer cargo
+/// holds the lock on its own).
 fn rust(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(), String> {
-    const TARGET: &str = "wasm32-wasip1";
     let crate_dir = manifest_dir.join("rust");
     for watched in ["Cargo.toml", "src"] {
         println!("cargo:rerun-if-changed={}", crate_dir.join(watched).display());
@@ -132,27 +133,31 @@ fn rust(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(),
         _ => out_dir.join("wasi-jobs"),
     };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(&crate_dir)
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for name in SCRUBBED_ENV {
-        command.env_remove(name);
+    for (target, suffix) in [("wasm32-wasip1", "rust"), ("wasm32-wasip2", "component")] {
+        let mut command = Command::new(&cargo);
+        command
+            .current_dir(&crate_dir)
+            .args(["build", "--release", "--target", target, "--manifest-path"])
+            .arg(crate_dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir);
+        for name in SCRUBBED_ENV {
+            command.env_remove(name);
+        }
+        let result = command.output().map_err(|e| format!("could not start cargo for the Rust WASI jobs: {e}"))?;
+        if !result.status.success() {
+            return Err(format!(
+                "building {} for {target} failed ({}); is the target installed (rustup target add {target})?\n{}",
+                crate_dir.display(),
+                result.status,
+                String::from_utf8_lossy(&result.stderr)
+            ));
+        }
+        for (built, name) in [("csv-summary-wasi", "csv_summary"), ("probe", "probe")] {
+            let built = target_dir.join(target).join("release").join(format!("{built}.wasm"));
+            std::fs::copy(&built, out_dir.join(format!("{name}_{suffix}.wasm")))
+                .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+        }
     }
-    let result = command.output().map_err(|e| format!("could not start cargo for the Rust WASI job: {e}"))?;
-    if !result.status.success() {
-        return Err(format!(
-            "building {} for {TARGET} failed ({}); is the target installed (rustup target add {TARGET})?\n{}",
-            crate_dir.display(),
-            result.status,
-            String::from_utf8_lossy(&result.stderr)
-        ));
-    }
-    let built = target_dir.join(TARGET).join("release").join("csv-summary-wasi.wasm");
-    std::fs::copy(&built, out_dir.join("csv_summary_rust.wasm"))
-        .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
     Ok(())
 }

@@ -321,6 +321,38 @@ fn a_c_program_runs_as_a_wasi_job_with_its_data_input_as_a_file() {
     });
 }
 
+/// A WASI 0.2 component (the std Rust csv-summary built for `wasm32-wasip2`, 110 KB, so
+/// it travels in chunks) runs on the real agent with its data input under `/inputs`, and
+/// the agent's status says it runs components.
+#[test]
+fn a_wasi_component_runs_on_the_agent_from_chunks_with_its_data_input() {
+    let mut world = World::start(Options { local: "[data]\nreadings = \"readings.csv\"".into(), ..Options::default() });
+    std::fs::write(world.dir.path().join("readings.csv"), "# timestamp,value\n1,10\n2,20\n3,30\n").unwrap();
+    let _agent = world.spawn_agent();
+    world.wait_online();
+
+    let (spec, chunks) = split_module(fleet_wasi_jobs::CSV_SUMMARY_COMPONENT, MAX_CHUNK_DATA as u32).unwrap();
+    for chunk in &chunks {
+        world.publish_retained(world.topics.module_chunk(&spec.chain_head, chunk.index), chunk.encode());
+    }
+    let mut summary = job(&[], &[]);
+    summary.module = ModuleSource::Chunked(spec);
+    summary.inputs = vec!["readings".into()];
+    summary.limits = Limits { fuel: 1_000_000_000, memory_pages: 0, timeout_ms: 60_000 };
+    let key = world.push(&summary);
+    world.wait_for("the component's terminal event", |s| s.finished(key.job_id));
+    world.seen(|s| {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let terminal = s.terminal(&key);
+        let [event] = terminal.as_slice() else { panic!("{terminal:?}") };
+        let EventKind::Succeeded(report) = &event.kind else { panic!("{event:?}") };
+        assert_eq!(String::from_utf8_lossy(&report.output), "count=3 min=10 max=30 mean=20.000 skipped=0");
+        assert_eq!(report.logs, ["read 3 readings, skipped 0 lines"]);
+        let status = s.statuses.last().expect("a status");
+        assert_eq!(status.wasi, ["preview1", "0.2"], "{status:?}");
+    });
+}
+
 /// A cancel stops a running job (the executor's stop signal), which frees its slot:
 /// with one slot, the next job can only run once the stopped one has really ended.
 #[test]

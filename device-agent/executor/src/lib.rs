@@ -14,6 +14,7 @@
 //!   fuel for the budget, epoch interruption for the wall-clock timeout and for
 //!   [`StopSignal`], a [`ResourceLimiter`](::wasmtime::ResourceLimiter) for the memory
 //!   cap, and a compiled-module cache keyed by the module's SHA-256. For gateways.
+//!   With `components`, it also runs WASI 0.2 components ([`component`]).
 //! * [`WasmiExecutor`] (feature `wasmi`, `no_std` + `alloc`): an interpreter, fuel for
 //!   the budget, fuel slices checked against an optional [`Clock`] for a timeout and for
 //!   [`StopSignal`], wasmi's resource limiter for the memory cap. For microcontrollers
@@ -43,6 +44,8 @@ extern crate std;
 
 pub mod abi;
 mod cache;
+#[cfg(feature = "components")]
+pub mod component;
 mod config;
 mod control;
 mod inputs;
@@ -60,8 +63,21 @@ mod wasmi_backend;
 mod wasmtime_backend;
 
 /// The WASI versions this build runs jobs for, as a device advertises them in its status
-/// (`DeviceStatus::wasi`): `preview1` with the `wasi` feature ([`wasi`]), none without.
-pub const WASI_VERSIONS: &[&str] = if cfg!(feature = "wasi") { &["preview1"] } else { &[] };
+/// (`DeviceStatus::wasi`): `preview1` with the `wasi` feature ([`wasi`]), and `0.2`
+/// (components, [`component`]) with `components`.
+pub const WASI_VERSIONS: &[&str] = if cfg!(feature = "components") {
+    &["preview1", "0.2"]
+} else if cfg!(feature = "wasi") {
+    &["preview1"]
+} else {
+    &[]
+};
+
+/// Whether `bytes` are a WebAssembly component (the binary's layer field says 1) rather
+/// than a core module. Only the 8-byte header is looked at.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
 
 pub use cache::CacheStats;
 pub use config::{ExecutorConfig, OutputCaps, ResolvedLimits, SetupError};

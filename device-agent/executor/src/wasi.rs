@@ -368,7 +368,7 @@ impl Host {
                 1 => {
                     self.push_output(data);
                 }
-                2 => self.push_stderr(data),
+                2 => self.wasi_stderr(data),
                 // stdin, the inputs directory and the inputs are read-only.
                 _ => return Ok(errno::BADF),
             }
@@ -575,7 +575,9 @@ impl Host {
         self.is_open(handle).then_some(handle)
     }
 
-    fn push_stderr(&mut self, data: &[u8]) {
+    /// Appends what a job wrote to stderr to its logs: one line per `\n`, the rest kept
+    /// for the next write (or [`Host::wasi_finish`]).
+    pub(crate) fn wasi_stderr(&mut self, data: &[u8]) {
         let mut rest = data;
         while let Some(at) = rest.iter().position(|&b| b == b'\n') {
             let mut line = core::mem::take(&mut self.wasi_mut().stderr_line);

@@ -304,6 +304,12 @@ impl WasmiExecutor {
             self.engine = Engine::new(&self.wasm);
             self.linker = abi_linker(&self.engine).map_err(|e| format!("cannot set up the engine: {e}"))?;
         }
+        if crate::is_component(bytes) {
+            return Err(String::from(
+                "the module is a WASI 0.2 component, which runs on gateways only: build the job as a core module \
+                 (wasm32-wasip1, or the fleet job ABI) for a microcontroller",
+            ));
+        }
         let module = Module::new(&self.engine, bytes).map_err(|e| format!("invalid module: {e}"))?;
         for import in module.imports() {
             #[cfg(feature = "wasi")]

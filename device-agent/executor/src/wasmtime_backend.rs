@@ -60,6 +60,16 @@ pub struct WasmtimeExecutor {
     inference: Option<Arc<crate::nn::OnnxRuntime>>,
     #[cfg(feature = "nn")]
     watchlist: Arc<crate::nn::Watchlist>,
+    /// WASI 0.2 for components, and their compiled, linked form by SHA-256.
+    #[cfg(feature = "components")]
+    components: ComponentSide,
+}
+
+/// What the executor keeps for components (see [`crate::component`]).
+#[cfg(feature = "components")]
+struct ComponentSide {
+    linker: ::wasmtime::component::Linker<crate::component::ComponentData>,
+    cache: Mutex<ModuleCache<crate::component::Prepared>>,
 }
 
 /// A store's data: the ABI host state plus what the runtime glue needs.
@@ -116,6 +126,11 @@ impl WasmtimeExecutor {
         let sweep: Sweep = Box::new(|| {});
         let ticker = Ticker::start(engine.clone(), sweep).map_err(|e| setup(format!("no ticker thread: {e}")))?;
         let cache = Mutex::new(ModuleCache::new(config.module_cache_entries));
+        #[cfg(feature = "components")]
+        let components = ComponentSide {
+            linker: crate::component::linker(&engine).map_err(|e| setup(format!("{e:#}")))?,
+            cache: Mutex::new(ModuleCache::new(config.module_cache_entries)),
+        };
         Ok(Self {
             engine,
             linker,
@@ -126,6 +141,8 @@ impl WasmtimeExecutor {
             inference: None,
             #[cfg(feature = "nn")]
             watchlist,
+            #[cfg(feature = "components")]
+            components,
         })
     }
 
@@ -167,12 +184,20 @@ impl WasmtimeExecutor {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
+        #[cfg(feature = "components")]
+        if let Ok(mut cache) = self.components.cache.lock() {
+            cache.clear();
+        }
     }
 
     /// Runs `job` with the device's data `inputs`, to completion or to a bound.
     pub fn run(&self, job: &Job<'_>, inputs: impl DataInputs + 'static) -> RunResult {
         let started = Instant::now();
         let limits = self.config.resolve(job.limits);
+        #[cfg(feature = "components")]
+        if crate::is_component(job.module) {
+            return self.run_component(job, inputs, started, limits);
+        }
         let host = Host::new(
             self.config.device_id.as_str(),
             job.args,
@@ -221,6 +246,69 @@ impl WasmtimeExecutor {
         let data = store.into_data();
         let refused = data.cap.refused.then_some(limits.memory_pages);
         conclude(data.host, ending, refused, fuel_used, duration_ms)
+    }
+
+    /// Runs a WASI 0.2 component under the same bounds (see [`crate::component`]).
+    #[cfg(feature = "components")]
+    fn run_component(
+        &self,
+        job: &Job<'_>,
+        mut inputs: impl DataInputs + 'static,
+        started: Instant,
+        limits: crate::config::ResolvedLimits,
+    ) -> RunResult {
+        use crate::component::{Run, Sandbox};
+        // The report's host state: caps and notes; the component's I/O goes through WASI.
+        let mut host = Host::new(
+            self.config.device_id.as_str(),
+            job.args,
+            job.inputs,
+            Box::new(crate::inputs::NoInputs),
+            self.config.max_open_inputs,
+            self.config.caps,
+        );
+        let run =
+            Run { args: job.args, listed: job.inputs, caps: self.config.caps, memory_bytes: limits.memory_bytes() };
+        let mut fuel_used = 0;
+        let mut refused = false;
+        let ending = match self.prepare_component(job.module) {
+            Err(message) => Ending::Unsupported(message),
+            Ok(pre) => match Sandbox::new(&self.engine, &run, &mut inputs) {
+                Err(message) => Ending::Unsupported(message),
+                Ok(mut sandbox) => {
+                    let ending = match sandbox.store.set_fuel(limits.fuel) {
+                        Err(e) => Ending::Unsupported(format!("cannot set fuel: {e}")),
+                        Ok(()) => {
+                            arm_deadline(&mut sandbox.store, started, limits.timeout_ms, job.stop.clone());
+                            let _running = self.ticker.running();
+                            sandbox.execute(&pre, ending_of)
+                        }
+                    };
+                    fuel_used = limits.fuel.saturating_sub(sandbox.store.get_fuel().unwrap_or(0));
+                    refused = sandbox.memory_refused();
+                    sandbox.drain_into(&mut host);
+                    ending
+                }
+            },
+        };
+        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        conclude(host, ending, refused.then_some(limits.memory_pages), fuel_used, duration_ms)
+    }
+
+    /// The linked component for these bytes, from the cache or compiled and linked.
+    #[cfg(feature = "components")]
+    fn prepare_component(&self, bytes: &[u8]) -> Result<crate::component::Prepared, String> {
+        let cache = &self.components.cache;
+        let caching = cache.lock().map(|c| c.enabled()).unwrap_or(false);
+        let key = caching.then(|| sha256(bytes));
+        if let Some(pre) = cache.lock().ok().and_then(|mut c| c.get(key.as_ref())) {
+            return Ok(pre);
+        }
+        let pre = crate::component::prepare(&self.engine, &self.components.linker, bytes)?;
+        if let (Some(key), Ok(mut cache)) = (key, cache.lock()) {
+            cache.insert(key, pre.clone());
+        }
+        Ok(pre)
     }
 
     /// The linked module for these bytes: from the cache, or compiled, checked against
@@ -330,7 +418,7 @@ fn ending_of(error: ::wasmtime::Error, stage: &str) -> Ending {
 }
 
 /// Makes the store check the deadline and the stop signal at every epoch tick.
-fn arm_deadline(store: &mut Store<Data>, started: Instant, timeout_ms: Option<u32>, stop: Option<StopSignal>) {
+fn arm_deadline<T: 'static>(store: &mut Store<T>, started: Instant, timeout_ms: Option<u32>, stop: Option<StopSignal>) {
     let deadline = timeout_ms.map(|ms| (ms, started + Duration::from_millis(u64::from(ms))));
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {

@@ -27,6 +27,8 @@
 //! | [`CSV_SUMMARY`] | the Rust `csv-summary` example in C: reads `/inputs/readings`, prints the same `count=.. min=.. max=.. mean=.. skipped=..` | success |
 //! | [`CSV_SUMMARY_RUST`] | the same csv-summary as a std Rust program (`rust/`, `cargo build --release --target wasm32-wasip1`) | success, the same output |
 //! | [`CSV_SUMMARY_AS`] | the same csv-summary in AssemblyScript (`assemblyscript/`, the compiler and its WASI shim from npm); 14 KB, so it runs on boards too | success, the same output |
+//! | [`CSV_SUMMARY_COMPONENT`] | the same std Rust csv-summary built for `wasm32-wasip2`: a WASI 0.2 component (`wasi:cli/run`), for gateways | success, the same output |
+//! | [`PROBE_COMPONENT`] | `rust/src/bin/probe.rs` as a component: `escape`, `loop`, `bomb`, `print N`, `exit N` | as the bounds and the sandbox decide |
 //! | [`CLOCKS`] | prints which of the monotonic clock, the wall clock and `getentropy` the device gives it (`ok` or `unsupported` each) | success |
 //! | [`SLEEPY`] | `sleep(1)`, which wasi-libc does with `poll_oneoff` | refused before it runs, the call named |
 //! | [`PROBE`] | by argument: `escape` tries files outside its inputs, `loop` spins, `bomb` allocates until refused, `exit N` exits with N | as the bounds and the sandbox decide |
@@ -46,6 +48,11 @@ pub const CSV_SUMMARY: &[u8] = job!("csv_summary.wasm");
 pub const CSV_SUMMARY_RUST: &[u8] = job!("csv_summary_rust.wasm");
 /// `csv-summary` in AssemblyScript, from `assemblyscript/`.
 pub const CSV_SUMMARY_AS: &[u8] = job!("csv_summary_as.wasm");
+/// `csv-summary` as a WASI 0.2 component: the same Rust source built for
+/// `wasm32-wasip2`.
+pub const CSV_SUMMARY_COMPONENT: &[u8] = job!("csv_summary_component.wasm");
+/// `probe` in std Rust as a WASI 0.2 component (`rust/src/bin/probe.rs`, `wasm32-wasip2`).
+pub const PROBE_COMPONENT: &[u8] = job!("probe_component.wasm");
 /// `probe` in C (hostile and curious behaviours, by argument).
 pub const PROBE: &[u8] = job!("probe.wasm");
 /// `clocks` in C (which clocks and randomness the device offers).

@@ -238,6 +238,7 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
             });
         }
     }
+    component_rows(budget, table)?;
     table.add(Row {
         figure: "hello: module size, C (WASI) vs Rust (fleet ABI)".into(),
         ours: table::size(fleet_wasi_jobs::HELLO.len() as u64),
@@ -274,6 +275,54 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
             fleet_example_jobs::CSV_SUMMARY.len() as f64,
         ),
         conditions: "the same job: std Rust for wasm32-wasip1, release".into(),
+    });
+    Ok(())
+}
+
+/// A WASI 0.2 component (std Rust csv-summary for `wasm32-wasip2`) beside the same
+/// source as a preview 1 module (`wasm32-wasip1`), on wasmtime: what a component costs
+/// to start (a component links several core modules through WASI 0.2's resources) and
+/// to ship.
+fn component_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
+    let inputs = vec!["readings".to_string()];
+    let readings =
+        || fleet_executor::MemoryInputs::new().with("readings", &b"timestamp,value\n1,20.5\n2,21.25\n3,19.75\n"[..]);
+    let limits = fleet_schemas::Limits { fuel: 1_000_000_000, memory_pages: 0, timeout_ms: 0 };
+    let component = Job::new(fleet_wasi_jobs::CSV_SUMMARY_COMPONENT).with_inputs(&inputs).with_limits(limits);
+    let module = Job::new(fleet_wasi_jobs::CSV_SUMMARY_RUST).with_inputs(&inputs).with_limits(limits);
+    for (label, cache) in [("instantiate + run", 8), ("compile + instantiate + run", 0)] {
+        let wasmtime = WasmtimeExecutor::new(executor_config(cache)?)?;
+        let (a, b) = (wasmtime.run(&component, readings()), wasmtime.run(&module, readings()));
+        anyhow::ensure!(
+            a.as_ref().ok().map(|r| &r.output) == b.as_ref().ok().map(|r| &r.output) && a.is_ok(),
+            "the component and the module disagree: {a:?} / {b:?}"
+        );
+        let ours = mean(budget, || {
+            black_box(wasmtime.run(&component, readings()).is_ok());
+        });
+        let peer = mean(budget, || {
+            black_box(wasmtime.run(&module, readings()).is_ok());
+        });
+        table.add(Row {
+            figure: format!("csv-summary as a WASI 0.2 component: {label}, wasmtime"),
+            ours: table::us(ours),
+            peer: format!("{} (preview 1 module)", table::us(peer)),
+            ratio: table::time_ratio(ours, peer),
+            conditions: format!(
+                "the same std Rust source for wasm32-wasip2 and wasm32-wasip1; {}",
+                if cache > 0 { "cached" } else { "no cache" }
+            ),
+        });
+    }
+    table.add(Row {
+        figure: "csv-summary: size, WASI 0.2 component vs preview 1 module".into(),
+        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_COMPONENT.len() as u64),
+        peer: format!("{} (preview 1)", table::size(fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as u64)),
+        ratio: table::size_ratio(
+            fleet_wasi_jobs::CSV_SUMMARY_COMPONENT.len() as f64,
+            fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as f64,
+        ),
+        conditions: "std Rust release, opt-level s, LTO, stripped; over 64 KiB travels in chunks".into(),
     });
     Ok(())
 }

@@ -54,7 +54,8 @@ pub enum JobCommand {
 #[command(group(ArgGroup::new("targets").required(true).args(["target", "selector", "all"])))]
 pub struct PushArgs {
     /// The WebAssembly module (.wasm). One that imports wasi-nn (inference) or WASI
-    /// preview 1 is sent only to devices whose status says they offer it.
+    /// preview 1, or a WASI 0.2 component, is sent only to devices whose status says
+    /// they offer it.
     module: PathBuf,
     /// A device to run it on (repeat for more).
     #[arg(long, value_name = "ID")]

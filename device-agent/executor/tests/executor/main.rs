@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abi_edges;
+mod component;
 mod examples;
 mod hostile;
 mod inference;
