@@ -273,13 +273,17 @@ fn a_long_job_keeps_the_board_online_and_what_is_sent_meanwhile_is_acknowledged_
 /// stderr as its logs, the same as on the host's wasmi; one that calls what the fleet does
 /// not offer (`sleep`, which is `poll_oneoff`) is refused before it runs, the call named;
 /// `clocks` finds the board's timer as its monotonic clock, and no wall clock or
-/// randomness.
+/// randomness; csv-summary in AssemblyScript reads the board's `readings` input (a host
+/// file standing in for a sensor on QEMU) as `/inputs/readings` and prints what the
+/// fleet-ABI job prints on the same data.
 #[test]
 fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_by_name() {
     let dir = scratch_dir("agent-wasi");
     let mut fleet = Fleet::start();
     write_flash(&dir, &golden_device(DEVICE_PASSWORD, fleet.port));
-    let mut board = start_board(&fleet, &dir);
+    let readings = b"# timestamp,value\n1,10\n2,20\n3,30\n";
+    std::fs::write(dir.join("fleet-readings.csv"), readings).unwrap_or_else(|e| panic!("{e}"));
+    let board = start_board(&fleet, &dir);
     assert!(fleet.wait_until(BOOT, ready), "the device never said it is online and synced\n{board}");
     let status = fleet.last_status().unwrap_or_else(|| panic!("no status\n{board}"));
     assert_eq!(status.wasi, ["preview1"], "the board's status does not say it runs WASI: {status:?}");
@@ -337,9 +341,10 @@ fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_
     assert!(message.contains("wasi_snapshot_preview1.poll_oneoff"), "{message}");
     assert_eq!(report.fuel_used, 0, "something of it ran: {report:?}");
     let hello_fuel = report_fuel(&end_of(hello_spec.job_id).kind);
+    let refused = message.clone();
+    let through = events.iter().map(|e| e.event_seq).max().unwrap_or(0);
 
     // The clocks a job sees on a board.
-    let through = events.iter().map(|e| e.event_seq).max().unwrap_or(0);
     fleet.ack(through);
     let clocks = Fleet::job(3, fleet_wasi_jobs::CLOCKS, &[], 0);
     let clocks_id = clocks.job_id;
@@ -359,8 +364,32 @@ fn a_c_program_runs_on_the_board_as_a_wasi_job_and_an_unoffered_call_is_refused_
         "monotonic: ok\nrealtime: unsupported\nrandom: unsupported\n",
         "{board}"
     );
+
+    // csv-summary in AssemblyScript (14 KB) on the board's data input.
+    let through = events.iter().map(|e| e.event_seq).max().unwrap_or(0);
+    fleet.ack(through);
+    let mut summary = Fleet::job(4, fleet_wasi_jobs::CSV_SUMMARY_AS, &[], 0);
+    summary.inputs = vec!["readings".into()];
+    let summary_id = summary.job_id;
+    let envelope = fleet.envelope(summary);
+    fleet.send_job(envelope);
+    let summary_ended = move |r: &[Received]| {
+        r.iter().any(|r| matches!(r, Received::Event(e, _) if e.key.job_id == summary_id && terminal(e)))
+    };
+    assert!(fleet.wait_until(JOB, summary_ended), "csv-summary did not end\n{board}");
+    let events = fleet.events();
+    let summary = events.iter().find(|e| e.key.job_id == summary_id && terminal(e));
+    let Some(ExecutionEvent { kind: EventKind::Succeeded(report), .. }) = summary else {
+        panic!("csv-summary in AssemblyScript failed on the board: {events:#?}\n{board}");
+    };
+    assert_eq!(String::from_utf8_lossy(&report.output), "count=3 min=10 max=30 mean=20.000 skipped=0");
+    assert_eq!(report.logs, ["read 3 readings, skipped 0 lines"]);
+    let listed = ["readings".to_string()];
+    let data = fleet_executor::MemoryInputs::new().with("readings", &readings[..]);
+    let abi = host.run(&Job::new(fleet_example_jobs::CSV_SUMMARY).with_inputs(&listed), data);
+    assert_eq!(abi.map(|r| r.output).unwrap_or_default(), report.output, "the fleet-ABI job prints otherwise");
     eprintln!(
-        "hello in C ({} B module): {hello_fuel} fuel on the board; sleepy refused: {message}\n{board}",
+        "hello in C ({} B module): {hello_fuel} fuel on the board; sleepy refused: {refused}\n{board}",
         fleet_wasi_jobs::HELLO.len(),
     );
 }

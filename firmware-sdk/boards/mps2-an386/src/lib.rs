@@ -17,8 +17,11 @@
 #![no_std]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
 pub mod clock;
 pub mod flash;
+pub mod host_input;
 pub mod probe;
 pub mod semihost;
 pub mod uart;

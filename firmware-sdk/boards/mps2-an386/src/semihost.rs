@@ -62,6 +62,8 @@ pub struct HostIoError;
 /// How to open a host file.
 #[derive(Debug, Clone, Copy)]
 pub enum OpenMode {
+    /// `rb`: read an existing file.
+    Read,
     /// `r+b`: read and write an existing file.
     ReadWrite,
     /// `w+b`: create or truncate, then read and write.
@@ -73,6 +75,7 @@ impl HostFile {
     /// Opens `path` (NUL-terminated, relative to QEMU's working directory).
     pub fn open(path: &core::ffi::CStr, mode: OpenMode) -> Result<Self, HostIoError> {
         let mode = match mode {
+            OpenMode::Read => nr::open::R_BINARY,
             OpenMode::ReadWrite => nr::open::RW_BINARY,
             OpenMode::Create => nr::open::RW_TRUNC_BINARY,
         };

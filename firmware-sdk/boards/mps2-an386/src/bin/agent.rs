@@ -20,8 +20,9 @@ use core::convert::Infallible;
 
 use fleet_board_mps2_an386::clock::ExecutorClock;
 use fleet_board_mps2_an386::flash::{DEFAULT_FILE, HostFileFlash};
+use fleet_board_mps2_an386::host_input::{HostFileInputs, READINGS_FILE};
 use fleet_board_mps2_an386::{self as board, Board, LAYOUT, entry, semihost};
-use fleet_executor::{ExecutorConfig, NoInputs, WasmiExecutor};
+use fleet_executor::{ExecutorConfig, WasmiExecutor};
 use fleet_firmware_sdk::agent::{Agent, Console, Parts, Settings};
 use fleet_firmware_sdk::config::read_config;
 use fleet_firmware_sdk::exec::block_on;
@@ -77,10 +78,10 @@ async fn run(board: Board) -> Result<Infallible, String> {
     let executor = WasmiExecutor::new(limits).map_err(|e| format!("executor: {e}"))?.with_clock(ExecutorClock);
 
     let console = Semihosting;
-    // QEMU's mps2-an386 has no sensor on its I2C buses, so no inputs (and no input code
-    // in the image). A board with one passes fleet_firmware_sdk::inputs::BoardInputs:
+    // QEMU's mps2-an386 has no sensor on its I2C buses: a host file stands in for one
+    // (`host_input`), when it is there at boot. A board with a sensor registers it:
     // BoardInputs::none().add("readings", I2cRegisters::new(bus, 0x48, 0, 2, to_csv)).
-    let inputs = NoInputs;
+    let inputs = HostFileInputs::find(READINGS_FILE);
     let parts = Parts {
         config: &config,
         settings,
