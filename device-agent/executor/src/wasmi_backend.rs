@@ -186,7 +186,8 @@ impl WasmiExecutor {
         let mut store =
             Store::new(&self.engine, Data { host, cap: MemoryCap::new(limits.memory_bytes()), memory: None });
         store.limiter(|data| &mut data.cap);
-        let deadline = match (started, limits.timeout_ms) {
+        // The bound starts at instantiation, as on gateways: parsing is not counted.
+        let deadline = match (self.now().or(started), limits.timeout_ms) {
             (Some(start), Some(ms)) => Some((ms, start.saturating_add(u64::from(ms)))),
             _ => None,
         };

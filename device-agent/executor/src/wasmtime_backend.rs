@@ -198,6 +198,10 @@ impl WasmtimeExecutor {
         if crate::is_component(job.module) {
             return self.run_component(job, inputs, started, limits);
         }
+        // Compiling (or the cache) first: the wall-clock bound starts at instantiation, so a
+        // large module's compile time on a slow device is not taken from its run.
+        let prepared = self.prepare(job.module);
+        let instantiating = Instant::now();
         let host = Host::new(
             self.config.device_id.as_str(),
             job.args,
@@ -210,7 +214,7 @@ impl WasmtimeExecutor {
         let host = host.with_wasi_clock(Box::new(crate::wasi::StdWasiClock::new()));
         #[cfg(feature = "nn")]
         let nn = self.inference.clone().map(|runtime| {
-            let deadline = limits.timeout_ms.map(|ms| started + Duration::from_millis(u64::from(ms)));
+            let deadline = limits.timeout_ms.map(|ms| instantiating + Duration::from_millis(u64::from(ms)));
             crate::nn::NnHost::new(
                 runtime,
                 job.accelerator,
@@ -231,11 +235,11 @@ impl WasmtimeExecutor {
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.cap);
 
-        let ending = match (store.set_fuel(limits.fuel), self.prepare(job.module)) {
+        let ending = match (store.set_fuel(limits.fuel), prepared) {
             (Err(e), _) => Ending::Unsupported(format!("cannot set fuel: {e}")),
             (_, Err(message)) => Ending::Unsupported(message),
             (Ok(()), Ok(pre)) => {
-                arm_deadline(&mut store, started, limits.timeout_ms, job.stop.clone());
+                arm_deadline(&mut store, instantiating, limits.timeout_ms, job.stop.clone());
                 let _running = self.ticker.running();
                 execute(&mut store, &pre, job.entry_name())
             }
@@ -273,13 +277,15 @@ impl WasmtimeExecutor {
         let mut refused = false;
         let ending = match self.prepare_component(job.module) {
             Err(message) => Ending::Unsupported(message),
-            Ok(pre) => match Sandbox::new(&self.engine, &run, &mut inputs) {
-                Err(message) => Ending::Unsupported(message),
-                Ok(mut sandbox) => {
+            Ok(pre) => match (Instant::now(), Sandbox::new(&self.engine, &run, &mut inputs)) {
+                (_, Err(message)) => Ending::Unsupported(message),
+                // As for modules, the bound starts after compiling: a component's engine (a
+                // JavaScript one is megabytes) takes the device seconds to compile.
+                (instantiating, Ok(mut sandbox)) => {
                     let ending = match sandbox.store.set_fuel(limits.fuel) {
                         Err(e) => Ending::Unsupported(format!("cannot set fuel: {e}")),
                         Ok(()) => {
-                            arm_deadline(&mut sandbox.store, started, limits.timeout_ms, job.stop.clone());
+                            arm_deadline(&mut sandbox.store, instantiating, limits.timeout_ms, job.stop.clone());
                             let _running = self.ticker.running();
                             sandbox.execute(&pre, ending_of)
                         }
@@ -418,8 +424,8 @@ fn ending_of(error: ::wasmtime::Error, stage: &str) -> Ending {
 }
 
 /// Makes the store check the deadline and the stop signal at every epoch tick.
-fn arm_deadline<T: 'static>(store: &mut Store<T>, started: Instant, timeout_ms: Option<u32>, stop: Option<StopSignal>) {
-    let deadline = timeout_ms.map(|ms| (ms, started + Duration::from_millis(u64::from(ms))));
+fn arm_deadline<T: 'static>(store: &mut Store<T>, from: Instant, timeout_ms: Option<u32>, stop: Option<StopSignal>) {
+    let deadline = timeout_ms.map(|ms| (ms, from + Duration::from_millis(u64::from(ms))));
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if stop.as_ref().is_some_and(StopSignal::is_stopped) {
