@@ -1,11 +1,14 @@
-//! Compiles `c/*.c` to WASI preview 1 modules in `OUT_DIR` with clang and wasi-libc.
+//! Builds the example jobs into `OUT_DIR`: `c/*.c` to WASI preview 1 modules with clang
+//! and wasi-libc, `rust/` for wasm32-wasip1 and wasm32-wasip2 with a nested cargo,
+//! `assemblyscript/` with asc and `javascript/` with ComponentizeJS (both from npm).
 //!
 //! Why a build script and not committed `.wasm` files: the modules the tests run are the
 //! ones the sources in this repository produce, with the toolchain a user has. It fails
 //! with what to install when clang cannot target WASI.
 
 use std::env;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Command, exit};
 
 const JOBS: &[&str] = &["hello", "csv_summary", "probe", "sleepy", "clocks"];
@@ -61,44 +64,73 @@ fn build() -> Result<(), String> {
         }
     }
     rust(&manifest_dir, &out_dir)?;
-    assemblyscript(&manifest_dir, &out_dir)
+    assemblyscript(&manifest_dir, &out_dir)?;
+    javascript(&manifest_dir, &out_dir)
 }
 
 /// Builds `assemblyscript/` (csv-summary in AssemblyScript) with the compiler and WASI
-/// shim its package-lock.json pins, installed by `npm ci` there (`.ci/run` does it). The
-/// stub runtime (a bump allocator the program resets after each line) keeps the module
-/// under a board's 16 KiB.
-fn assemblyscript(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(), String> {
-    let project = manifest_dir.join("assemblyscript");
-    let source = project.join("assembly").join("csv_summary.ts");
-    for watched in [&source, &project.join("package-lock.json")] {
-        println!("cargo:rerun-if-changed={}", watched.display());
+/// shim its package-lock.json pins. The stub runtime (a bump allocator the program resets
+/// after each line) keeps the module under a board's 16 KiB.
+fn assemblyscript(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let output = out_dir.join("csv_summary_as.wasm");
+    let mut args: Vec<OsString> = ["node_modules/assemblyscript/bin/asc.js", "assembly/csv_summary.ts", "--config"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(
+        ["node_modules/@assemblyscript/wasi-shim/asconfig.json", "-Oz", "--runtime", "stub", "--noAssert", "-o"]
+            .map(OsString::from),
+    );
+    args.push(output.into_os_string());
+    node_project(
+        &manifest_dir.join("assemblyscript"),
+        &[
+            "assembly/csv_summary.ts",
+            "node_modules/assemblyscript/bin/asc.js",
+            "node_modules/@assemblyscript/wasi-shim/asconfig.json",
+        ],
+        &args,
+    )
+}
+
+/// Builds `javascript/` (csv-summary in JavaScript) into a WASI 0.2 component with
+/// ComponentizeJS, which its package-lock.json pins: the program inside the SpiderMonkey
+/// engine, about 12 MB, so it is for gateways.
+fn javascript(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let output = out_dir.join("csv_summary_js.wasm");
+    node_project(
+        &manifest_dir.join("javascript"),
+        &["csv_summary.js", "build.mjs", "wit", "node_modules/@bytecodealliance/componentize-js/package.json"],
+        &[OsString::from("build.mjs"), output.into_os_string()],
+    )
+}
+
+/// Runs `node ARGS` in the npm project `project`, whose tools `npm ci --prefix PROJECT`
+/// installs (`.ci/run` does it). `needs` are the project's files the build reads, its
+/// tools among them; paths are relative to the project, as the tools resolve them.
+fn node_project(project: &Path, needs: &[&str], args: &[OsString]) -> Result<(), String> {
+    println!("cargo:rerun-if-changed={}", project.join("package-lock.json").display());
+    for need in needs {
+        println!("cargo:rerun-if-changed={}", project.join(need).display());
     }
-    let asc = project.join("node_modules").join("assemblyscript").join("bin").join("asc.js");
-    let shim = project.join("node_modules").join("@assemblyscript").join("wasi-shim").join("asconfig.json");
-    println!("cargo:rerun-if-changed={}", asc.display());
-    if !asc.exists() || !shim.exists() {
+    if needs.iter().any(|need| !project.join(need).exists()) {
         return Err(format!(
-            "the AssemblyScript example needs its compiler: run `npm ci --prefix {}` (Node.js 18 or later and npm: \
+            "the example in {} needs its tools: run `npm ci --prefix {}` (Node.js 18 or later and npm: \
              apt-get install nodejs npm)",
+            project.display(),
             project.display()
         ));
     }
     let node = env::var_os("FLEET_NODE").unwrap_or_else(|| "node".into());
     println!("cargo:rerun-if-env-changed=FLEET_NODE");
-    // Paths relative to the project: asc resolves the shim's `lib` folder that way.
-    let result = Command::new(&node)
-        .current_dir(&project)
-        .arg(&asc)
-        .args(["assembly/csv_summary.ts", "--config", "node_modules/@assemblyscript/wasi-shim/asconfig.json"])
-        .args(["-Oz", "--runtime", "stub", "--noAssert", "-o"])
-        .arg(out_dir.join("csv_summary_as.wasm"))
-        .output()
-        .map_err(|e| format!("cannot run {} for the AssemblyScript example: {e}", node.to_string_lossy()))?;
+    let result =
+        Command::new(&node).current_dir(project).args(args).output().map_err(|e| {
+            format!("cannot run {} for the example in {}: {e}", node.to_string_lossy(), project.display())
+        })?;
     if !result.status.success() {
         return Err(format!(
-            "building {} failed ({}):\n{}{}",
-            source.display(),
+            "building the example in {} failed ({}):\n{}{}",
+            project.display(),
             result.status,
             String::from_utf8_lossy(&result.stdout),
             String::from_utf8_lossy(&result.stderr)
@@ -123,7 +155,7 @@ const SCRUBBED_ENV: &[&str] = &[
 /// `wasm32-wasip1` (core modules, WASI preview 1) and for `wasm32-wasip2` (WASI 0.2
 /// components, from the same sources), in its own target directory (the outer cargo
 /// holds the lock on its own).
-fn rust(manifest_dir: &std::path::Path, out_dir: &std::path::Path) -> Result<(), String> {
+fn rust(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
     let crate_dir = manifest_dir.join("rust");
     for watched in ["Cargo.toml", "src"] {
         println!("cargo:rerun-if-changed={}", crate_dir.join(watched).display());

@@ -239,44 +239,48 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
         }
     }
     component_rows(budget, table)?;
-    table.add(Row {
-        figure: "hello: module size, C (WASI) vs Rust (fleet ABI)".into(),
-        ours: table::size(fleet_wasi_jobs::HELLO.len() as u64),
-        peer: format!("{} (Rust)", table::size(fleet_example_jobs::HELLO.len() as u64)),
-        ratio: table::size_ratio(fleet_wasi_jobs::HELLO.len() as f64, fleet_example_jobs::HELLO.len() as f64),
-        conditions: "clang 14 -O2 + wasi-libc (fputs), stripped; Rust release for wasm32-unknown-unknown".into(),
-    });
-    table.add(Row {
-        figure: "csv-summary: module size, C (WASI) vs Rust (fleet ABI)".into(),
-        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY.len() as u64),
-        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
-        ratio: table::size_ratio(
-            fleet_wasi_jobs::CSV_SUMMARY.len() as f64,
-            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+    let (abi_hello, abi_summary) = (fleet_example_jobs::HELLO, fleet_example_jobs::CSV_SUMMARY);
+    let rows = [
+        (
+            "hello: module size, C (WASI) vs Rust (fleet ABI)",
+            fleet_wasi_jobs::HELLO,
+            abi_hello,
+            "clang 14 -O2 + wasi-libc (fputs), stripped; Rust release for wasm32-unknown-unknown",
         ),
-        conditions: "the same job: C with stdio and strtod, Rust no_std with core's float parsing".into(),
-    });
-    table.add(Row {
-        figure: "csv-summary: module size, AssemblyScript (WASI) vs Rust (fleet ABI)".into(),
-        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_AS.len() as u64),
-        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
-        ratio: table::size_ratio(
-            fleet_wasi_jobs::CSV_SUMMARY_AS.len() as f64,
-            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+        (
+            "csv-summary: module size, C (WASI) vs Rust (fleet ABI)",
+            fleet_wasi_jobs::CSV_SUMMARY,
+            abi_summary,
+            "the same job: C with stdio and strtod, Rust no_std with core's float parsing",
         ),
-        conditions: "the same job: AssemblyScript 0.28 -Oz, stub runtime, WASI shim".into(),
-    });
-    table.add(Row {
-        figure: "csv-summary: module size, std Rust (WASI) vs Rust (fleet ABI)".into(),
-        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as u64),
-        peer: format!("{} (Rust)", table::size(fleet_example_jobs::CSV_SUMMARY.len() as u64)),
-        ratio: table::size_ratio(
-            fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as f64,
-            fleet_example_jobs::CSV_SUMMARY.len() as f64,
+        (
+            "csv-summary: module size, AssemblyScript (WASI) vs Rust (fleet ABI)",
+            fleet_wasi_jobs::CSV_SUMMARY_AS,
+            abi_summary,
+            "the same job: AssemblyScript 0.28 -Oz, stub runtime, WASI shim",
         ),
-        conditions: "the same job: std Rust for wasm32-wasip1, release".into(),
-    });
+        (
+            "csv-summary: module size, std Rust (WASI) vs Rust (fleet ABI)",
+            fleet_wasi_jobs::CSV_SUMMARY_RUST,
+            abi_summary,
+            "the same job: std Rust for wasm32-wasip1, release",
+        ),
+    ];
+    for (figure, ours, peer, conditions) in rows {
+        table.add(size_row(figure, ours, peer, "Rust", conditions));
+    }
     Ok(())
+}
+
+/// A row comparing two modules' sizes.
+fn size_row(figure: &str, ours: &[u8], peer: &[u8], peer_is: &str, conditions: &str) -> Row {
+    Row {
+        figure: figure.into(),
+        ours: table::size(ours.len() as u64),
+        peer: format!("{} ({peer_is})", table::size(peer.len() as u64)),
+        ratio: table::size_ratio(ours.len() as f64, peer.len() as f64),
+        conditions: conditions.into(),
+    }
 }
 
 /// A WASI 0.2 component (std Rust csv-summary for `wasm32-wasip2`) beside the same
@@ -314,16 +318,73 @@ fn component_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
             ),
         });
     }
+    table.add(size_row(
+        "csv-summary: size, WASI 0.2 component vs preview 1 module",
+        fleet_wasi_jobs::CSV_SUMMARY_COMPONENT,
+        fleet_wasi_jobs::CSV_SUMMARY_RUST,
+        "preview 1",
+        "std Rust release, opt-level s, LTO, stripped; over 64 KiB travels in chunks",
+    ));
+    javascript_rows(budget, table, &component, readings)
+}
+
+/// csv-summary in JavaScript (ComponentizeJS: the program inside the SpiderMonkey engine)
+/// beside the Rust component: what a JavaScript job costs to ship and to start. Its
+/// compile is timed once (tens of seconds in a debug build).
+fn javascript_rows(
+    budget: Duration,
+    table: &mut Table,
+    rust: &Job<'_>,
+    readings: impl Fn() -> fleet_executor::MemoryInputs,
+) -> anyhow::Result<()> {
+    let inputs = vec!["readings".to_string()];
+    let limits = fleet_schemas::Limits { fuel: 1_000_000_000, memory_pages: 256, timeout_ms: 0 };
+    let js = Job::new(fleet_wasi_jobs::CSV_SUMMARY_JS).with_inputs(&inputs).with_limits(limits);
+    let wasmtime = WasmtimeExecutor::new(executor_config(8)?)?;
+    let started = Instant::now();
+    let first = wasmtime.run(&js, readings());
+    let compiled = started.elapsed().as_secs_f64();
+    let expected = wasmtime.run(rust, readings());
+    anyhow::ensure!(
+        first.as_ref().ok().map(|r| &r.output) == expected.as_ref().ok().map(|r| &r.output) && first.is_ok(),
+        "the JavaScript and the Rust component disagree: {first:?} / {expected:?}"
+    );
+    let rust_cold = {
+        let uncached = WasmtimeExecutor::new(executor_config(0)?)?;
+        mean(budget, || {
+            black_box(uncached.run(rust, readings()).is_ok());
+        })
+    };
+    let conditions = "ComponentizeJS 0.23 (SpiderMonkey), HTTP left out; the Rust component beside it";
     table.add(Row {
-        figure: "csv-summary: size, WASI 0.2 component vs preview 1 module".into(),
-        ours: table::size(fleet_wasi_jobs::CSV_SUMMARY_COMPONENT.len() as u64),
-        peer: format!("{} (preview 1)", table::size(fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as u64)),
-        ratio: table::size_ratio(
-            fleet_wasi_jobs::CSV_SUMMARY_COMPONENT.len() as f64,
-            fleet_wasi_jobs::CSV_SUMMARY_RUST.len() as f64,
-        ),
-        conditions: "std Rust release, opt-level s, LTO, stripped; over 64 KiB travels in chunks".into(),
+        figure: "csv-summary in JavaScript (component): compile + instantiate + run, wasmtime".into(),
+        ours: table::us(compiled),
+        peer: format!("{} (Rust component)", table::us(rust_cold)),
+        ratio: table::time_ratio(compiled, rust_cold),
+        conditions: format!("{conditions}; one run, no cache"),
     });
+    let (ours, peer) = (
+        mean(budget, || {
+            black_box(wasmtime.run(&js, readings()).is_ok());
+        }),
+        mean(budget, || {
+            black_box(wasmtime.run(rust, readings()).is_ok());
+        }),
+    );
+    table.add(Row {
+        figure: "csv-summary in JavaScript (component): instantiate + run, wasmtime".into(),
+        ours: table::us(ours),
+        peer: format!("{} (Rust component)", table::us(peer)),
+        ratio: table::time_ratio(ours, peer),
+        conditions: format!("{conditions}; cached"),
+    });
+    table.add(size_row(
+        "csv-summary: size, JavaScript component vs Rust component",
+        fleet_wasi_jobs::CSV_SUMMARY_JS,
+        fleet_wasi_jobs::CSV_SUMMARY_COMPONENT,
+        "Rust component",
+        "the engine travels with every job: 12 MB in 16 KiB chunks, under the 16 MiB module limit",
+    ));
     Ok(())
 }
 

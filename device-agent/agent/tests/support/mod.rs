@@ -242,7 +242,13 @@ impl World {
 
     /// Waits (hang guard only) until `done` holds for what the controller has seen.
     pub fn wait_for(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-        let deadline = Instant::now() + HANG_GUARD;
+        self.wait_for_within(what, HANG_GUARD, done);
+    }
+
+    /// As [`World::wait_for`], with a longer hang guard for what takes a debug build
+    /// long (compiling a job of megabytes).
+    pub fn wait_for_within(&self, what: &str, guard: Duration, done: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + guard;
         let mut seen = self.shared.seen.lock().unwrap();
         while !done(&seen) {
             let left = deadline.saturating_duration_since(Instant::now());

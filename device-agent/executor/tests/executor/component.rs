@@ -39,6 +39,36 @@ fn a_rust_component_prints_what_the_preview_1_module_and_the_fleet_abi_job_print
 }
 
 #[test]
+fn a_javascript_component_prints_what_the_rust_one_prints_under_the_default_time_bound() {
+    assert!(fleet_executor::is_component(fleet_wasi_jobs::CSV_SUMMARY_JS));
+    let inputs = strings(&["readings"]);
+    let executor = gateway();
+    // The SpiderMonkey engine's snapshot is 145 pages of memory; the time bound is the
+    // device's default, and compiling 12 MB of engine (seconds, more in a debug build)
+    // is not counted against it.
+    let limits = Limits { fuel: 1_000_000_000, memory_pages: 256, timeout_ms: 0 };
+    let job = Job::new(fleet_wasi_jobs::CSV_SUMMARY_JS).with_inputs(&inputs).with_limits(limits);
+    let from_js = executor.run(&job, readings()).unwrap_or_else(|f| panic!("{f}"));
+    let rust = Job::new(fleet_wasi_jobs::CSV_SUMMARY_COMPONENT).with_inputs(&inputs).with_limits(limits);
+    let from_rust = executor.run(&rust, readings()).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(String::from_utf8_lossy(&from_js.output), "count=4 min=19.75 max=22 mean=20.875 skipped=2");
+    assert_eq!(from_js.output, from_rust.output);
+    assert_eq!(from_js.logs, from_rust.logs);
+
+    // Without its input it fails as the Rust one does, with its message.
+    let bare = Job::new(fleet_wasi_jobs::CSV_SUMMARY_JS).with_limits(limits);
+    let (message, report) = expect_failure(Backend::Wasmtime, executor.run(&bare, readings()), FailReason::Trap);
+    assert_eq!(message, "exited with code 1");
+    assert_eq!(report.logs.first().map(String::as_str), Some("data input `readings` is not available"));
+
+    // In the default memory it cannot start, and says why.
+    let small = Limits { memory_pages: 16, ..limits };
+    let job = Job::new(fleet_wasi_jobs::CSV_SUMMARY_JS).with_inputs(&inputs).with_limits(small);
+    let (message, _) = expect_failure(Backend::Wasmtime, executor.run(&job, readings()), FailReason::OutOfMemory);
+    assert!(message.contains("145 pages"), "{message}");
+}
+
+#[test]
 fn a_component_without_its_input_fails_with_its_exit_status_and_its_stderr() {
     let executor = gateway();
     let limits = Limits { fuel: 1_000_000_000, memory_pages: 0, timeout_ms: 0 };
