@@ -272,6 +272,17 @@ fn wasi_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A row comparing two times in seconds, `(ours, peer)`.
+fn time_row(figure: &str, (ours, peer): (f64, f64), peer_is: &str, conditions: &str) -> Row {
+    Row {
+        figure: figure.into(),
+        ours: table::us(ours),
+        peer: format!("{} ({peer_is})", table::us(peer)),
+        ratio: table::time_ratio(ours, peer),
+        conditions: conditions.into(),
+    }
+}
+
 /// A row comparing two modules' sizes.
 fn size_row(figure: &str, ours: &[u8], peer: &[u8], peer_is: &str, conditions: &str) -> Row {
     Row {
@@ -307,16 +318,15 @@ fn component_rows(budget: Duration, table: &mut Table) -> anyhow::Result<()> {
         let peer = mean(budget, || {
             black_box(wasmtime.run(&module, readings()).is_ok());
         });
-        table.add(Row {
-            figure: format!("csv-summary as a WASI 0.2 component: {label}, wasmtime"),
-            ours: table::us(ours),
-            peer: format!("{} (preview 1 module)", table::us(peer)),
-            ratio: table::time_ratio(ours, peer),
-            conditions: format!(
+        table.add(time_row(
+            &format!("csv-summary as a WASI 0.2 component: {label}, wasmtime"),
+            (ours, peer),
+            "preview 1 module",
+            &format!(
                 "the same std Rust source for wasm32-wasip2 and wasm32-wasip1; {}",
                 if cache > 0 { "cached" } else { "no cache" }
             ),
-        });
+        ));
     }
     table.add(size_row(
         "csv-summary: size, WASI 0.2 component vs preview 1 module",
@@ -356,13 +366,12 @@ fn javascript_rows(
         })
     };
     let conditions = "ComponentizeJS 0.23 (SpiderMonkey), HTTP left out; the Rust component beside it";
-    table.add(Row {
-        figure: "csv-summary in JavaScript (component): compile + instantiate + run, wasmtime".into(),
-        ours: table::us(compiled),
-        peer: format!("{} (Rust component)", table::us(rust_cold)),
-        ratio: table::time_ratio(compiled, rust_cold),
-        conditions: format!("{conditions}; one run, no cache"),
-    });
+    table.add(time_row(
+        "csv-summary in JavaScript (component): compile + instantiate + run, wasmtime",
+        (compiled, rust_cold),
+        "Rust component",
+        &format!("{conditions}; one run, no cache"),
+    ));
     let (ours, peer) = (
         mean(budget, || {
             black_box(wasmtime.run(&js, readings()).is_ok());
@@ -371,13 +380,12 @@ fn javascript_rows(
             black_box(wasmtime.run(rust, readings()).is_ok());
         }),
     );
-    table.add(Row {
-        figure: "csv-summary in JavaScript (component): instantiate + run, wasmtime".into(),
-        ours: table::us(ours),
-        peer: format!("{} (Rust component)", table::us(peer)),
-        ratio: table::time_ratio(ours, peer),
-        conditions: format!("{conditions}; cached"),
-    });
+    table.add(time_row(
+        "csv-summary in JavaScript (component): instantiate + run, wasmtime",
+        (ours, peer),
+        "Rust component",
+        &format!("{conditions}; cached"),
+    ));
     table.add(size_row(
         "csv-summary: size, JavaScript component vs Rust component",
         fleet_wasi_jobs::CSV_SUMMARY_JS,
